@@ -1,0 +1,224 @@
+"""Ingestion: NIfTI → normalised, patient-split, atomically cached slice store."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from data_fixtures import make_site, write_array, write_ct
+
+from fedsynth.cli import main
+from fedsynth.config import IngestSettings
+from fedsynth.data import ingest_site, load_volume, open_store, read_image_stack, split_patients
+from fedsynth.errors import DataError
+
+
+def test_load_volume_applies_scaling_to_hu(tmp_path: Path) -> None:
+    path = write_ct(tmp_path / "p0.nii.gz", seed=0)
+    vol = load_volume(path)
+    assert vol.data.dtype == np.float32
+    assert vol.data.min() == pytest.approx(-1000.0)
+    assert vol.data.max() == pytest.approx(700.0)
+    assert vol.spacing == pytest.approx((0.8, 0.8, 2.5))
+
+
+def test_load_volume_reorients_to_canonical(tmp_path: Path) -> None:
+    data = np.zeros((8, 9, 4), np.float32)
+    data[0, 0, 0] = 1.0
+    flipped = np.diag([-1.0, 1.0, 1.0, 1.0])  # x axis runs right-to-left on disk
+    nib.save(nib.Nifti1Image(data, flipped), str(tmp_path / "a.nii"))
+    vol = load_volume(tmp_path / "a.nii")
+    assert vol.data[-1, 0, 0] == 1.0  # canonical: x increases to the right
+    assert np.all(np.diag(vol.affine)[:3] > 0)
+
+
+def test_ingest_normalises_splits_by_patient_and_caches(tmp_path: Path) -> None:
+    site = make_site(tmp_path / "site", n_patients=8)
+    store = ingest_site(site, modality="ct", out=tmp_path / "cache", size=32, seed=3, progress=False)
+    assert store.images.shape[1:] == (32, 32)
+    assert store.images.dtype == np.float32
+    assert 0.0 <= store.images.min() and store.images.max() <= 1.0
+    train, test = set(store.patients("train")), set(store.patients("test"))
+    assert train and test and not (train & test)
+    assert len(train) == 6 and len(test) == 2
+    assert len(store.train_images()) + len(store.test_images()) == len(store)
+    # Each slice keeps its provenance.
+    assert set(store.volume_files) == {f"p{i:03d}.nii.gz" for i in range(8)}
+    assert store.slice_indices.max() < 6
+    # Same inputs and settings -> the same cached store, not a re-ingest.
+    again = ingest_site(site, modality="ct", out=tmp_path / "cache", size=32, seed=3, progress=False)
+    assert again.path == store.path
+    # A different seed gives a different (cached separately) split.
+    other = ingest_site(site, modality="ct", out=tmp_path / "cache", size=32, seed=4, progress=False)
+    assert other.path != store.path
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_split_never_shares_patients(seed: int) -> None:
+    ids = [f"p{i}" for i in range(2 + seed)] * 3
+    assignment = split_patients(ids, 0.7, seed)
+    assert set(assignment.values()) == {"train", "test"}
+    assert split_patients(ids, 0.7, seed) == assignment
+
+
+def test_mri_percentile_normalisation(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        vol = np.zeros((32, 32, 4), np.float32)
+        vol[6:26, 6:26] = 300 + 50 * rng.standard_normal((20, 20, 4))
+        vol[10, 10, :] = 1e6  # a single outlier must not set the scale
+        write_array(tmp_path / "site" / f"m{i}.nii.gz", vol)
+    store = ingest_site(tmp_path / "site", modality="mri", out=tmp_path / "c", size=32, progress=False)
+    body = store.images[:, 12:20, 12:20]
+    assert 0.2 < float(np.median(body)) < 0.9
+
+
+def test_empty_slices_are_skipped(tmp_path: Path) -> None:
+    vol = np.full((40, 40, 6), -1000.0, np.float32)
+    vol[10:30, 10:30, 2:4] = 40.0
+    for i in range(2):
+        write_array(tmp_path / "s" / f"p{i}.nii", vol)
+    store = ingest_site(tmp_path / "s", modality="ct", out=tmp_path / "c", size=16, progress=False)
+    assert sorted(set(store.slice_indices.tolist())) == [2, 3]
+
+
+def test_manifest_assigns_patient_ids(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    for i in range(4):
+        write_ct(site / f"scan{i}.nii.gz", seed=i)
+    (tmp_path / "m.csv").write_text("file,patient_id\n" + "".join(f"scan{i}.nii.gz,P{i // 1}\n" for i in range(4)))
+    store = ingest_site(site, "ct", tmp_path / "c", size=16, manifest=tmp_path / "m.csv", progress=False)
+    assert set(store.patient_ids) == {"P0", "P1", "P2", "P3"}
+    (tmp_path / "dup.csv").write_text("file,patient_id\nscan0.nii.gz,A\nscan1.nii.gz,A\nscan2.nii.gz,B\nscan3.nii.gz,C\n")
+    with pytest.raises(DataError, match="duplicate patient id 'A'"):
+        ingest_site(site, "ct", tmp_path / "c2", size=16, manifest=tmp_path / "dup.csv", progress=False)
+
+
+def test_four_d_needs_a_frame(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).uniform(0, 100, (20, 20, 4, 3)).astype(np.float32)
+    for i in range(2):
+        write_array(tmp_path / "s" / f"p{i}.nii.gz", data)
+    with pytest.raises(DataError, match=r"4-D image with 3 frames; choose one with --frame"):
+        ingest_site(tmp_path / "s", "pet", tmp_path / "c", size=16, progress=False)
+    store = ingest_site(tmp_path / "s", "pet", tmp_path / "c", progress=False,
+                        settings=IngestSettings(size=16, frame=1))
+    assert len(store) > 0
+
+
+# --- bad inputs through the CLI: one line, exit 2, nothing written -------------------------------
+
+
+def _bad_site(tmp_path: Path, kind: str) -> Path:
+    site = make_site(tmp_path / "site", n_patients=3)
+    bad = site / "zzz.nii.gz"
+    if kind == "corrupt_gz":
+        bad.write_bytes(b"\x1f\x8b" + os.urandom(200))
+    elif kind == "truncated_gz":
+        full = write_ct(tmp_path / "full.nii.gz", seed=9, shape=(64, 64, 16)).read_bytes()
+        bad.write_bytes(full[: len(full) // 2])
+    elif kind == "not_nifti":
+        bad = site / "zzz.nii"
+        bad.write_text("this is a DICOM folder listing, not NIfTI\n" * 20)
+    elif kind == "two_d":
+        write_array(bad, np.ones((20, 20), np.float32))
+    elif kind == "nan":
+        data = np.ones((20, 20, 4), np.float32)
+        data[3, 3, 1] = np.nan
+        data[4, 4, 2] = np.inf
+        write_array(bad, data)
+    elif kind == "duplicate":
+        write_ct(site / "p000.nii", seed=5)
+    elif kind == "empty":
+        site = tmp_path / "empty"
+        site.mkdir()
+        (site / "notes.txt").write_text("no volumes here")
+    return site
+
+
+BAD = {
+    "corrupt_gz": "not a readable NIfTI file",
+    "truncated_gz": "truncated or corrupt",
+    "not_nifti": "not a readable NIfTI file",
+    "two_d": "expected a 3-D volume",
+    "nan": "2 voxel(s) are NaN or infinite",
+    "duplicate": "duplicate patient id 'p000'",
+    "empty": "no NIfTI volumes",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_input_one_line_exit_2_nothing_written(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = _bad_site(tmp_path, kind)
+    out = tmp_path / "cache"
+    code = main(["data", "ingest", str(site), "--modality", "ct", "--size", "16", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("fedsynth: error: ")
+    assert BAD[kind] in err
+    if kind not in {"empty", "duplicate"}:
+        assert "zzz.nii" in err  # the culprit is named
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_killed_ingest_leaves_no_partial_store(tmp_path: Path) -> None:
+    site = make_site(tmp_path / "site", n_patients=3)
+    out = tmp_path / "cache"
+    code = (
+        "import os, numpy as np\n"
+        "import fedsynth.data.store as st\n"
+        "orig = np.lib.format.open_memmap\n"
+        "def boom(*a, **k):\n"
+        "    m = orig(*a, **k); m.flush(); os._exit(9)\n"
+        "np.lib.format.open_memmap = boom\n"
+        "from fedsynth.data import ingest_site\n"
+        f"ingest_site({str(site)!r}, 'ct', {str(out)!r}, size=16, progress=False)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert proc.returncode == 9
+    leftovers = [p for p in out.iterdir() if not p.name.startswith(".")] if out.exists() else []
+    assert leftovers == []
+    # A later ingest succeeds and is complete.
+    store = ingest_site(site, "ct", out, size=16, progress=False)
+    assert open_store(store.path).images.shape[0] == len(store)
+
+
+def test_cli_ingest_prints_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = make_site(tmp_path / "site", n_patients=4)
+    assert main(["data", "ingest", str(site), "--modality", "ct", "--size", "24", "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert '"train_patients": 3' in out and '"test_patients": 1' in out
+
+
+def test_read_image_stack_formats(tmp_path: Path) -> None:
+    arr = np.random.default_rng(0).uniform(0, 1, (5, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "a.npy", arr)
+    np.savez(tmp_path / "b.npz", images=arr, groups=np.array(list("aabbc")))
+    assert np.array_equal(read_image_stack(tmp_path / "a.npy"), arr)
+    imgs, groups = read_image_stack(tmp_path / "b.npz", return_groups=True)
+    assert imgs.shape == (5, 16, 16) and list(groups) == list("aabbc")
+    assert read_image_stack(tmp_path / "a.npy", size=8).shape == (5, 8, 8)
+    site = make_site(tmp_path / "site", n_patients=2)
+    imgs, groups = read_image_stack(site, size=16, modality="ct", return_groups=True)
+    assert imgs.shape[1:] == (16, 16) and set(groups) == {"p000", "p001"}
+    np.save(tmp_path / "bad.npy", arr * 3)
+    with pytest.raises(DataError, match=r"values must lie in \[0, 1\]"):
+        read_image_stack(tmp_path / "bad.npy")
+    with pytest.raises(DataError, match="needs --modality"):
+        read_image_stack(site)
+
+
+def test_gz_helper_sanity(tmp_path: Path) -> None:
+    # The corrupt-gzip fixture really is not decompressible (guards the test above).
+    p = tmp_path / "x.gz"
+    p.write_bytes(b"\x1f\x8b" + b"\x00" * 50)
+    with pytest.raises(Exception), gzip.open(p) as fh:  # noqa: B017
+        fh.read()
