@@ -22,7 +22,8 @@ from fedsynth.errors import FedsynthError
 __all__ = ["build_parser", "main"]
 
 #: Modules that contribute subcommands, in the order they appear in ``--help``.
-COMMAND_MODULES: tuple[str, ...] = ("fedsynth.data.commands",)
+COMMAND_MODULES: tuple[str, ...] = ("fedsynth.data.commands", "fedsynth.privacy.commands",
+                                    "fedsynth.federation.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Third-party chatter (faiss reports the CPU builds it did not load) only in --verbose.
+    for noisy in ("faiss", "faiss.loader"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         result = args.func(args)
     except FedsynthError as err:

@@ -1,0 +1,61 @@
+"""What a site (or the stand-alone ``fedsynth gate``) may configure about the gate."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from fedsynth.config import StrictModel
+
+__all__ = ["METRICS", "GateConfig", "MetricName"]
+
+MetricName = Literal["pixel_rmse", "ncc_robust", "random_vgg_rmse"]
+#: Every metric the gate knows, in the order they are reported.
+METRICS: tuple[str, ...] = ("pixel_rmse", "ncc_robust", "random_vgg_rmse")
+
+
+class GateConfig(StrictModel):
+    """Metrics, thresholds and resource bounds of the privacy gate.
+
+    A candidate is published only if, for *every* configured metric, its
+    distance to the nearest real training image of the site is at least the
+    metric's threshold. Thresholds are either given (``mode = "absolute"``)
+    or calibrated from the site's own data (``mode = "calibrated"``): the
+    ``percentile``-th percentile of the distances between each real slice and
+    the nearest slice of a *different* patient.
+    """
+
+    metrics: list[MetricName] = Field(default_factory=lambda: ["pixel_rmse", "ncc_robust"], min_length=1)
+    mode: Literal["calibrated", "absolute"] = "calibrated"
+    percentile: float = Field(default=5.0, gt=0.0, lt=100.0,
+                              description="calibrated mode: percentile of other-patient nearest distances")
+    thresholds: dict[MetricName, float] = Field(
+        default_factory=dict,
+        description="absolute mode: threshold per metric; calibrated mode: optional floor per metric")
+    max_shift: int = Field(default=4, ge=0, le=16, description="ncc_robust: largest integer shift, pixels")
+    flips: bool = Field(default=True, description="ncc_robust: also try horizontal/vertical flips")
+    ncc_prefilter: int = Field(
+        default=8, ge=0, le=64,
+        description="ncc_robust: low-pass frequencies kept by the exact upper-bound prefilter "
+                    "(|k| <= this); 0 = plain exhaustive search over all transforms")
+    image_size: int | None = Field(default=None, ge=8, le=2048,
+                                   description="resize candidates and references to this size; None: sizes must match")
+    memory_mb: int = Field(default=256, ge=16, description="bound on the search's working memory per batch")
+    reference_shard: int = Field(default=16384, ge=64, description="references searched per shard (streaming)")
+    calibration_max_queries: int = Field(default=2000, ge=10,
+                                         description="real slices used as calibration queries (seeded subsample)")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _thresholds_cover_metrics(self) -> GateConfig:
+        for name, value in self.thresholds.items():
+            if not value >= 0 or value != value:
+                raise ValueError(f"threshold for {name} must be a non-negative number, got {value}")
+        if self.mode == "absolute":
+            missing = [m for m in self.metrics if m not in self.thresholds]
+            if missing:
+                raise ValueError(f"absolute mode needs a threshold for {', '.join(missing)}")
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError("metrics are listed more than once")
+        return self

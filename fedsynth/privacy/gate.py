@@ -1,0 +1,252 @@
+"""The privacy gate: publish a synthetic image only if no real patient image is near it.
+
+The promise (``docs/privacy.md``): for every published image x and every real
+training image y of the site, d_m(x, y) >= tau_m for every configured metric
+m. The nearest y is found by exact search (:mod:`.search`); thresholds are
+given or calibrated (:mod:`.calibration`). The gate fails closed: any error,
+NaN/Inf, empty or malformed input raises :class:`~fedsynth.errors.GateError`
+and nothing is returned to publish.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedsynth.errors import GateError
+from fedsynth.privacy.calibration import calibrate
+from fedsynth.privacy.config import METRICS, GateConfig
+from fedsynth.privacy.search import ReferenceIndex
+from fedsynth.privacy.signing import FORMAT, image_digest
+from fedsynth.progress import progress
+
+__all__ = ["CheckResult", "GateResult", "PrivacyGate"]
+
+log = logging.getLogger(__name__)
+
+_DEFINITIONS = {
+    "pixel_rmse": "sqrt(mean((x - y)^2)) on [0, 1] intensities",
+    "ncc_robust": "1 - max Pearson correlation over {id, hflip, vflip, both} x circular shifts |dy|,|dx| <= max_shift",
+    "random_vgg_rmse": "RMSE of 1000 outputs of a random-init VGG-style net (paper parity; weak)",
+}
+
+
+@dataclass
+class CheckResult:
+    """Per candidate: certified nearest distance and nearest reference index per metric, and the decision."""
+
+    distances: dict[str, np.ndarray]
+    nearest: dict[str, np.ndarray]
+    accepted: np.ndarray
+
+
+@dataclass
+class GateResult:
+    """What :meth:`PrivacyGate.run` returns. Only ``accepted`` and ``certificate`` may leave the site."""
+
+    accepted: np.ndarray
+    certificate: dict[str, Any]
+    audit: dict[str, Any]
+    quota_met: bool
+    acceptance_rate: float
+    n_candidates: int
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    from fedsynth.data.slices import resize_stack
+
+    return resize_stack(images, size)
+
+
+def _as_stack(images: Any, what: str, size: int | None, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    arr = np.asarray(images)
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 3:
+        raise GateError(f"{what}: expected an (N, H, W) stack, got shape {arr.shape}")
+    if len(arr) == 0:
+        raise GateError(f"{what}: empty")
+    if arr.dtype.kind not in "fiu":
+        raise GateError(f"{what}: expected numbers, got dtype {arr.dtype}")
+    arr = np.asarray(arr, dtype=np.float32)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise GateError(f"{what}: {int(bad.any(axis=(1, 2)).sum())} image(s) contain NaN or Inf")
+    if arr.min() < -1e-3 or arr.max() > 1 + 1e-3:
+        raise GateError(f"{what}: values outside [0, 1] (min {arr.min():.3g}, max {arr.max():.3g}); normalise first")
+    arr = np.clip(arr, 0.0, 1.0)
+    if size is not None and arr.shape[1:] != (size, size):
+        arr = _resize(arr, size)
+    if shape is not None and arr.shape[1:] != shape:
+        raise GateError(f"{what}: images are {arr.shape[1]}x{arr.shape[2]} but the references are "
+                        f"{shape[0]}x{shape[1]}; set image_size to compare at one size")
+    return np.ascontiguousarray(arr)
+
+
+class PrivacyGate:
+    """Exact, calibrated, fail-closed filter of synthetic images against one site's real training set."""
+
+    def __init__(
+        self,
+        references: np.ndarray,
+        cfg: GateConfig | None = None,
+        reference_groups: np.ndarray | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self.cfg = cfg or GateConfig()
+        try:
+            refs = _as_stack(references, "references", self.cfg.image_size)
+            self.shape = refs.shape[1:]
+            self.groups = None if reference_groups is None else np.asarray(reference_groups).astype(str)
+            if self.groups is not None and len(self.groups) != len(refs):
+                raise GateError(f"{len(self.groups)} patient ids for {len(refs)} references")
+            cache = Path(cache_dir) if cache_dir is not None else None
+            self.index = ReferenceIndex(refs, self.cfg, cache)
+            self.metrics: dict[str, dict[str, Any]] = {}
+            for m in [m for m in METRICS if m in self.cfg.metrics]:
+                self.metrics[m] = self._threshold(m, cache)
+        except GateError:
+            raise
+        except Exception as err:  # noqa: BLE001 - fail closed, with the reason
+            raise GateError(f"gate failed closed while indexing references: {type(err).__name__}: {err}") from err
+
+    def _threshold(self, metric: str, cache: Path | None) -> dict[str, Any]:
+        floor = self.cfg.thresholds.get(metric)  # type: ignore[call-overload]
+        entry: dict[str, Any] = {"definition": _DEFINITIONS[metric], "mode": self.cfg.mode}
+        if self.cfg.mode == "absolute":
+            entry["threshold"] = float(floor)  # type: ignore[arg-type]
+            return entry
+        if self.groups is None:
+            raise GateError("calibrated thresholds need the patient id of every reference image "
+                            "(or use absolute thresholds)")
+        cal = calibrate(self.index, self.groups, self.cfg, metric, cache)
+        entry["calibration"] = cal
+        entry["threshold"] = max(cal["value"], float(floor)) if floor is not None else cal["value"]
+        if floor is not None:
+            entry["floor"] = float(floor)
+        return entry
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {m: float(v["threshold"]) for m, v in self.metrics.items()}
+
+    def check(self, candidates: np.ndarray) -> CheckResult:
+        """Nearest real image of every candidate in every metric, and the accept decision."""
+        cands = _as_stack(candidates, "candidates", self.cfg.image_size, self.shape)
+        accepted = np.ones(len(cands), dtype=bool)
+        dists: dict[str, np.ndarray] = {}
+        nearest: dict[str, np.ndarray] = {}
+        for m, entry in self.metrics.items():
+            found, idx = self.index.search(m, cands)
+            exact = self.index.recheck(m, cands, idx)
+            # Certify the smaller of the faiss and float64 values: conservative at float32 ties.
+            d = np.minimum(found, exact)
+            if not np.isfinite(d).all():
+                raise GateError(f"{m}: a candidate has no finite nearest distance")
+            dists[m], nearest[m] = d, idx
+            accepted &= d >= entry["threshold"]
+        return CheckResult(dists, nearest, accepted)
+
+    def run(
+        self,
+        source: Callable[[int], np.ndarray],
+        quota: int,
+        max_attempts: int,
+        generator_hash: str | None = None,
+        show_progress: bool = False,
+    ) -> GateResult:
+        """Ask ``source(n)`` for candidates until ``quota`` pass or ``max_attempts`` candidates were drawn."""
+        if quota < 1 or max_attempts < 1:
+            raise GateError(f"quota and max_attempts must be >= 1 (got {quota}, {max_attempts})")
+        try:
+            return self._run(source, quota, max_attempts, generator_hash, show_progress)
+        except GateError:
+            raise
+        except Exception as err:  # noqa: BLE001 - fail closed: nothing is published
+            raise GateError(f"gate failed closed: {type(err).__name__}: {err}") from err
+
+    def _run(self, source: Callable[[int], np.ndarray], quota: int, max_attempts: int,
+             generator_hash: str | None, show_progress: bool) -> GateResult:
+        kept: list[np.ndarray] = []
+        records: list[dict[str, Any]] = []
+        audit: list[dict[str, Any]] = []
+        drawn = 0
+        bar = progress(total=quota, enabled=show_progress, desc="gate: accepted", unit="img")
+        while len(kept) < quota and drawn < max_attempts:
+            need = quota - len(kept)
+            rate = len(kept) / drawn if drawn else 1.0
+            ask = min(max_attempts - drawn, max(1, math.ceil(1.1 * need / max(rate, 0.05))))
+            batch = source(ask)
+            if batch is None or len(np.asarray(batch)) == 0:
+                log.warning("candidate source is exhausted after %d candidates", drawn)
+                break
+            cands = _as_stack(batch, f"candidate batch {len(records) // max(ask, 1) + 1}",
+                              self.cfg.image_size, self.shape)
+            cands = cands[: max_attempts - drawn]
+            res = self.check(cands)
+            for i in range(len(cands)):
+                drawn += 1
+                ok = bool(res.accepted[i])
+                rec: dict[str, Any] = {"nearest": {m: float(res.distances[m][i]) for m in self.metrics},
+                                       "accepted": ok}
+                if ok:
+                    rec["digest"] = image_digest(cands[i])
+                    kept.append(cands[i])
+                    bar.update(1)
+                records.append(rec)
+                audit.append({"candidate": len(records) - 1, "accepted": ok, **{
+                    m: {"distance": float(res.distances[m][i]), "reference_index": int(res.nearest[m][i]),
+                        "patient_id": None if self.groups is None else str(self.groups[res.nearest[m][i]])}
+                    for m in self.metrics}})
+                if len(kept) >= quota:
+                    break
+        bar.close()
+        accepted = np.stack(kept) if kept else np.zeros((0, *self.shape), np.float32)
+        rate = len(kept) / drawn if drawn else 0.0
+        quota_met = len(kept) >= quota
+        if not quota_met:
+            log.warning("gate: quota not met: %d of %d accepted after %d candidates (acceptance %.1f%%)",
+                        len(kept), quota, drawn, 100 * rate)
+        cert = self._certificate(records, quota, quota_met, rate, generator_hash)
+        return GateResult(accepted, cert, {"candidates": audit, "reference_fingerprint": self.index.fingerprint},
+                          quota_met, rate, drawn)
+
+    def _certificate(self, records: list[dict[str, Any]], quota: int, quota_met: bool, rate: float,
+                     generator_hash: str | None) -> dict[str, Any]:
+        import fedsynth
+
+        published = [r["digest"] for r in records if r["accepted"]]
+        acc = [r for r in records if r["accepted"]]
+        return {
+            "format": FORMAT,
+            "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+            "fedsynth_version": fedsynth.__version__,
+            "generator_hash": generator_hash,
+            "reference": {
+                "fingerprint": self.index.fingerprint,
+                "n_images": int(len(self.index.references)),
+                "n_patients": None if self.groups is None else int(len(np.unique(self.groups))),
+                "image_shape": [int(s) for s in self.shape],
+            },
+            "metrics": self.metrics,
+            "config": self.cfg.model_dump(mode="json"),
+            "candidates": records,
+            "published": published,
+            "summary": {
+                "n_candidates": len(records),
+                "n_published": len(published),
+                "n_rejected": len(records) - len(published),
+                "acceptance_rate": rate,
+                "quota": quota,
+                "quota_met": quota_met,
+                "min_nearest_published": {m: min((r["nearest"][m] for r in acc), default=None)
+                                          for m in self.metrics},
+            },
+        }

@@ -1,0 +1,164 @@
+"""Signed certificates: any tampering fails verification; the CLI tools; the audit."""
+
+from __future__ import annotations
+
+import copy
+import json
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+from privacy_fixtures import cohort
+
+from fedsynth.cli import main
+from fedsynth.errors import ConfigError, GateError
+from fedsynth.privacy import (
+    GateConfig,
+    PrivacyGate,
+    generate_site_key,
+    load_private_key,
+    load_public_key,
+    sign_certificate,
+    verify_certificate,
+)
+from fedsynth.privacy.audit import audit_synthetic
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, np.ndarray, Path]:
+    refs, ids = cohort(seed=1)
+    others, _ = cohort(seed=2)
+    keys = tmp_path_factory.mktemp("keys")
+    priv, _ = generate_site_key(keys)
+    res = PrivacyGate(refs, GateConfig(), reference_groups=ids).run(lambda n: others[:n], quota=4, max_attempts=12)
+    assert len(res.accepted) >= 2
+    return sign_certificate(res.certificate, load_private_key(priv)), res.accepted, keys
+
+
+def _tamper(signed: dict, what: str) -> dict:
+    s = copy.deepcopy(signed)
+    c = s["certificate"]
+    if what == "distance":
+        c["candidates"][0]["nearest"]["pixel_rmse"] += 0.5
+    elif what == "threshold":
+        c["metrics"]["ncc_robust"]["threshold"] = 0.0
+    elif what == "flag":
+        c["candidates"][-1]["accepted"] = not c["candidates"][-1]["accepted"]
+    elif what == "generator":
+        c["generator_hash"] = "other"
+    elif what == "signature":
+        s["signature"] = s["signature"][:-4] + ("AAAA" if s["signature"][-4:] != "AAAA" else "BBBB")
+    elif what == "unsigned":
+        s["signature"] = None
+    return s
+
+
+def test_verifies_untouched(published: tuple) -> None:
+    signed, images, keys = published
+    cert = verify_certificate(signed, load_public_key(keys / "site.pub"), images)
+    assert cert["summary"]["n_published"] == len(images)
+
+
+@pytest.mark.parametrize("what", ["distance", "threshold", "flag", "generator", "signature", "unsigned"])
+def test_tampered_certificate_fails(published: tuple, what: str) -> None:
+    signed, images, keys = published
+    with pytest.raises(GateError):
+        verify_certificate(_tamper(signed, what), load_public_key(keys / "site.pub"), images)
+
+
+@pytest.mark.parametrize("what", ["swap", "drop", "add", "pixel"])
+def test_tampered_images_fail(published: tuple, what: str) -> None:
+    signed, images, keys = published
+    imgs = images.copy()
+    if what == "swap":
+        imgs = imgs[::-1].copy()
+    elif what == "drop":
+        imgs = imgs[1:]
+    elif what == "add":
+        imgs = np.concatenate([imgs, imgs[:1]])
+    else:
+        imgs[0, 5, 5] += 1e-3
+    with pytest.raises(GateError):
+        verify_certificate(signed, load_public_key(keys / "site.pub"), imgs)
+
+
+def test_other_key_fails(published: tuple, tmp_path: Path) -> None:
+    signed, images, _ = published
+    _, other_pub = generate_site_key(tmp_path)
+    with pytest.raises(GateError, match="signature"):
+        verify_certificate(signed, load_public_key(other_pub), images)
+
+
+def test_keys(tmp_path: Path) -> None:
+    priv, pub = generate_site_key(tmp_path)
+    assert stat.S_IMODE(priv.stat().st_mode) == 0o600
+    with pytest.raises(ConfigError):
+        generate_site_key(tmp_path)
+    with pytest.raises(ConfigError):
+        load_private_key(pub)
+
+
+def _npz(path: Path, images: np.ndarray, groups: np.ndarray) -> Path:
+    np.savez(path, images=images, groups=groups)
+    return path
+
+
+def test_cli_gate_verify_and_tamper(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    refs, ids = cohort(seed=1)
+    others, _ = cohort(seed=2)
+    real = _npz(tmp_path / "real.npz", refs, ids)
+    cands = np.concatenate([others, refs[:3]])
+    np.save(tmp_path / "cands.npy", cands)
+    assert main(["keygen", "--out", str(tmp_path / "k")]) == 0
+    assert main(["gate", "--real", str(real), "--synthetic", str(tmp_path / "cands.npy"), "--out",
+                 str(tmp_path / "pub"), "--key", str(tmp_path / "k" / "site.key")]) == 0
+    out = tmp_path / "pub"
+    signed = json.loads((out / "certificate.json").read_text())
+    assert signed["certificate"]["summary"]["n_candidates"] == len(cands)
+    assert np.load(out / "images.npy").shape[0] == signed["certificate"]["summary"]["n_published"]
+    verify = ["verify", "--certificate", str(out / "certificate.json"), "--images", str(out / "images.npy"),
+              "--public-key", str(tmp_path / "k" / "site.pub")]
+    assert main(verify) == 0
+    signed["certificate"]["candidates"][0]["nearest"]["ncc_robust"] = 9.0
+    (out / "certificate.json").write_text(json.dumps(signed))
+    capsys.readouterr()
+    assert main(verify) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fedsynth: error:") and "\n" not in err
+
+
+def test_cli_bad_inputs_one_line_nothing_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    refs, ids = cohort(seed=1)
+    real = _npz(tmp_path / "real.npz", refs, ids)
+    bad = refs[:4].copy()
+    bad[0, 0, 0] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    np.save(tmp_path / "ok.npy", refs[:4])
+    cases = [
+        ["gate", "--real", str(real), "--synthetic", str(tmp_path / "bad.npy"), "--out", str(tmp_path / "o1")],
+        ["gate", "--real", str(tmp_path / "ok.npy"), "--synthetic", str(tmp_path / "ok.npy"), "--out",
+         str(tmp_path / "o2")],  # no patient ids: calibration impossible
+        ["gate", "--real", str(real), "--synthetic", str(tmp_path / "ok.npy"), "--out", str(tmp_path / "o3"),
+         "--threshold-rmse", "0.1"],  # absolute mode without an ncc threshold
+        ["gate", "--real", str(real), "--synthetic", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "o4")],
+    ]
+    for argv in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("fedsynth: error:") and "\n" not in err, err
+        assert not Path(argv[argv.index("--out") + 1]).exists()
+
+
+def test_audit_detects_memorisation() -> None:
+    refs, ids = cohort(seed=1, patients=6)
+    train, train_ids, test = refs[:24], ids[:24], refs[24:]
+    memorised = audit_synthetic(train[::2].copy(), train, train_ids, test)
+    fresh, _ = cohort(seed=5, patients=2)
+    clean = audit_synthetic(fresh, train, train_ids, test)
+    for m in ("pixel_rmse", "ncc_robust"):
+        assert memorised["metrics"][m]["flagged_share"] == 1.0
+        assert memorised["metrics"][m]["membership_auc"] > 0.7
+        assert clean["metrics"][m]["flagged_share"] < 1.0
+        assert clean["metrics"][m]["membership_auc"] < memorised["metrics"][m]["membership_auc"]
