@@ -23,7 +23,8 @@ __all__ = ["build_parser", "main"]
 
 #: Modules that contribute subcommands, in the order they appear in ``--help``.
 COMMAND_MODULES: tuple[str, ...] = ("fedsynth.data.commands", "fedsynth.privacy.commands",
-                                    "fedsynth.federation.commands")
+                                    "fedsynth.federation.commands", "fedsynth.tasks.commands", "fedsynth.report.commands",
+                                    "fedsynth.generative.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,11 +40,11 @@ def _tamper(signed: dict, what: str) -> dict:
     s = copy.deepcopy(signed)
     c = s["certificate"]
     if what == "distance":
-        c["candidates"][0]["nearest"]["pixel_rmse"] += 0.5
+        c["images"][0]["nn_distance"]["pixel_rmse"] += 0.5
     elif what == "threshold":
         c["metrics"]["ncc_robust"]["threshold"] = 0.0
     elif what == "flag":
-        c["candidates"][-1]["accepted"] = not c["candidates"][-1]["accepted"]
+        c["images"][-1]["accepted"] = not c["images"][-1]["accepted"]
     elif what == "generator":
         c["generator_hash"] = "other"
     elif what == "signature":
@@ -120,7 +120,7 @@ def test_cli_gate_verify_and_tamper(tmp_path: Path, capsys: pytest.CaptureFixtur
     verify = ["verify", "--certificate", str(out / "certificate.json"), "--images", str(out / "images.npy"),
               "--public-key", str(tmp_path / "k" / "site.pub")]
     assert main(verify) == 0
-    signed["certificate"]["candidates"][0]["nearest"]["ncc_robust"] = 9.0
+    signed["certificate"]["images"][0]["nn_distance"]["ncc_robust"] = 9.0
     (out / "certificate.json").write_text(json.dumps(signed))
     capsys.readouterr()
     assert main(verify) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser(
         "gate", help="filter synthetic images through the privacy gate and write a certificate",
         description="Keep only synthetic images whose nearest real image is at least the threshold away in every "
-        "metric (exact search); write OUT/images.npy, OUT/certificate.json (signed with --key) and the local "
+        "metric (exact search); write OUT/accepted.npy (also linked as OUT/images.npy), OUT/certificate.json (signed with --key) and the local "
         "OUT/audit.json (nearest reference indices and patient ids: never publish it).")
-    g.add_argument("--real", type=Path, required=True, metavar="PATH",
+    g.add_argument("--real", "--references", dest="real", type=Path, required=True, metavar="PATH",
                    help="real training images: a slice store directory, .npy/.npz (groups = patient ids) "
                         "or a NIfTI directory")
-    g.add_argument("--synthetic", type=Path, required=True, metavar="PATH", help="candidates: .npy, .npz or NIfTI dir")
+    g.add_argument("--synthetic", "--candidates", dest="synthetic", type=Path, required=True, metavar="PATH",
+                   help="candidates: .npy, .npz or NIfTI dir")
     g.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (must not exist)")
     g.add_argument("--threshold-rmse", type=float, metavar="X", help="absolute pixel-RMSE threshold")
     g.add_argument("--threshold-ncc", type=float, metavar="X", help="absolute ncc_robust threshold")
@@ -123,13 +125,14 @@ def _gate(args: argparse.Namespace) -> int:
     res = gate.run(source, quota=len(cands), max_attempts=len(cands), show_progress=True)
     signed = sign_certificate(res.certificate, key) if key else {"certificate": res.certificate, "signature": None}
     with atomic_dir(args.out) as tmp:
-        with open(tmp / "images.npy", "wb") as fh:
+        with open(tmp / "accepted.npy", "wb") as fh:
             np.save(fh, res.accepted, allow_pickle=False)
+        os.link(tmp / "accepted.npy", tmp / "images.npy")  # same file under the name sites publish
         write_json_atomic(tmp / "certificate.json", signed)
         write_json_atomic(tmp / "audit.json", res.audit)
     th = ", ".join(f"{m} >= {t:.4g}" for m, t in gate.thresholds.items())
     print(f"accepted {len(res.accepted)} of {res.n_candidates} candidates ({th}); "
-          f"wrote {args.out}/images.npy and certificate.json{' (signed)' if key else ' (unsigned: no --key)'}")
+          f"wrote {args.out}/accepted.npy and certificate.json{' (signed)' if key else ' (unsigned: no --key)'}")
     return 0
 
 

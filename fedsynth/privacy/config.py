@@ -36,9 +36,9 @@ class GateConfig(StrictModel):
     max_shift: int = Field(default=4, ge=0, le=16, description="ncc_robust: largest integer shift, pixels")
     flips: bool = Field(default=True, description="ncc_robust: also try horizontal/vertical flips")
     ncc_prefilter: int = Field(
-        default=8, ge=0, le=64,
-        description="ncc_robust: low-pass frequencies kept by the exact upper-bound prefilter "
-                    "(|k| <= this); 0 = plain exhaustive search over all transforms")
+        default=0, ge=0, le=64,
+        description="ncc_robust: low-pass frequencies (at 64x64, scaled with size) kept by the exact upper-bound prefilter "
+                    "(|k| <= this); 0 (default) = plain exhaustive faiss search over all transforms")
     image_size: int | None = Field(default=None, ge=8, le=2048,
                                    description="resize candidates and references to this size; None: sizes must match")
     memory_mb: int = Field(default=256, ge=16, description="bound on the search's working memory per batch")

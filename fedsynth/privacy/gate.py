@@ -138,7 +138,18 @@ class PrivacyGate:
         return {m: float(v["threshold"]) for m, v in self.metrics.items()}
 
     def check(self, candidates: np.ndarray) -> CheckResult:
-        """Nearest real image of every candidate in every metric, and the accept decision."""
+        """Nearest real image of every candidate in every metric, and the accept decision.
+
+        Fails closed like :meth:`run`: any error is a :class:`GateError`.
+        """
+        try:
+            return self._check(candidates)
+        except GateError:
+            raise
+        except Exception as err:  # noqa: BLE001 - fail closed, with the reason
+            raise GateError(f"gate failed closed while checking candidates: {type(err).__name__}: {err}") from err
+
+    def _check(self, candidates: np.ndarray) -> CheckResult:
         cands = _as_stack(candidates, "candidates", self.cfg.image_size, self.shape)
         accepted = np.ones(len(cands), dtype=bool)
         dists: dict[str, np.ndarray] = {}
@@ -194,14 +205,14 @@ class PrivacyGate:
             for i in range(len(cands)):
                 drawn += 1
                 ok = bool(res.accepted[i])
-                rec: dict[str, Any] = {"nearest": {m: float(res.distances[m][i]) for m in self.metrics},
-                                       "accepted": ok}
+                rec: dict[str, Any] = {"index": drawn - 1, "accepted": ok,
+                                       "nn_distance": {m: float(res.distances[m][i]) for m in self.metrics}}
                 if ok:
                     rec["digest"] = image_digest(cands[i])
                     kept.append(cands[i])
                     bar.update(1)
                 records.append(rec)
-                audit.append({"candidate": len(records) - 1, "accepted": ok, **{
+                audit.append({"index": drawn - 1, "accepted": ok, **{
                     m: {"distance": float(res.distances[m][i]), "reference_index": int(res.nearest[m][i]),
                         "patient_id": None if self.groups is None else str(self.groups[res.nearest[m][i]])}
                     for m in self.metrics}})
@@ -237,7 +248,7 @@ class PrivacyGate:
             },
             "metrics": self.metrics,
             "config": self.cfg.model_dump(mode="json"),
-            "candidates": records,
+            "images": records,
             "published": published,
             "summary": {
                 "n_candidates": len(records),
@@ -246,7 +257,7 @@ class PrivacyGate:
                 "acceptance_rate": rate,
                 "quota": quota,
                 "quota_met": quota_met,
-                "min_nearest_published": {m: min((r["nearest"][m] for r in acc), default=None)
+                "min_nearest_published": {m: min((r["nn_distance"][m] for r in acc), default=None)
                                           for m in self.metrics},
             },
         }

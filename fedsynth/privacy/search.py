@@ -10,10 +10,12 @@ float32 rounding, which is re-checked in float64), never an approximation:
     ``|x|^2 + |y|^2 - 2 x.y`` cannot pick the wrong neighbour.
 
 ``ncc_robust``
-    max over 324 transforms T of <T z_x, z_y> on standardised images. Doing
-    that exhaustively (``ncc_prefilter = 0``) is a faiss ``IndexFlatIP``
-    search with the 324 transformed candidates as queries, 324x the work of
-    one flat search. The default is an exact *bound-and-refine* scheme:
+    max over 324 transforms T of <T z_x, z_y> on standardised images. The
+    default (``ncc_prefilter = 0``) is a faiss ``IndexFlatIP`` search with
+    the 324 transformed candidates as queries, 324x the work of one flat
+    search. ``ncc_prefilter = K > 0`` selects an exact *bound-and-refine*
+    scheme (measured: not faster than faiss on this CPU, see
+    docs/privacy.md; kept as an exact, tested option):
 
     1. P = orthogonal projection onto the low spatial frequencies
        (|k_y|, |k_x| <= K). Circular shifts and flips map that frequency set
@@ -22,14 +24,20 @@ float32 rounding, which is re-checked in float64), never an approximation:
        In a real Fourier basis P z is a short vector (2(2K+1)(K+1) numbers
        instead of H*W) and a shift is a phase rotation of it, so the bound
        for all 324 transforms and all references is one small matrix product.
-    2. For each candidate, references are re-checked exactly (all 324
-       transforms, full resolution) in decreasing order of their bound, until
-       the best exact value found is at least the next bound (+1e-4 slack for
-       float32 rounding). Every skipped reference provably cannot be nearer.
+    2. For each candidate, references are visited in decreasing order of
+       their bound (chunks growing 16, 64, 256, ...). A reference whose bound
+       is not above the best exact value found so far is skipped; the rest get
+       the same bound with 2K frequencies (tighter), and only those still
+       above it are re-checked exactly (all 324 transforms, full resolution).
+       The visit stops at the first chunk whose bounds are all below the best
+       exact value. Bounds carry +1e-4 slack for float32 rounding, so every
+       skipped reference provably cannot be nearer.
 
     For smooth medical slices most references are pruned by the bound; for
-    white noise the bound is loose and the scheme degrades gracefully to the
-    exhaustive search.
+    white noise the bound is loose: once more than 20 % of the references
+    survive it for a candidate, they are all checked in large contiguous
+    blocks, so the scheme degrades to about the exhaustive search's cost.
+    K (``ncc_prefilter``) is given for 64x64 and scaled with the image size.
 
 Leave-one-patient-out queries (the calibration) pass ``query_groups`` and
 ``reference_groups``: references of the query's own group are excluded.
@@ -53,6 +61,7 @@ log = logging.getLogger(__name__)
 
 _BOUND_SLACK = 1e-4  # float32 rounding of the bound is far below this
 _REFINE_CHUNK = 16
+_DENSE_FRACTION = 0.2  # above this share of surviving references, refine in large blocks
 
 
 def fingerprint(images: np.ndarray) -> str:
@@ -104,11 +113,11 @@ def lowpass_transformed(z: np.ndarray, k: int, max_shift: int, flips: bool) -> n
     # Rolling by (dy, dx) multiplies bin (ky, kx) by exp(-2πi (ky dy / H + kx dx / W)).
     sy, sx = np.meshgrid(s, s, indexing="ij")
     phase = np.exp(-2j * np.pi * (sy.reshape(-1, 1, 1) * ky[None, :, None] / h
-                                  + sx.reshape(-1, 1, 1) * kx[None, None, :] / w))  # (S, ky, kx)
+                                  + sx.reshape(-1, 1, 1) * kx[None, None, :] / w)).astype(np.complex64)
     scale = np.sqrt(weight / (h * w))
     out = []
     for v in variants:
-        f = np.fft.rfft2(np.asarray(v, np.float64))[:, ky[:, None] % h, kx[None, :]] * scale  # (B, ky, kx)
+        f = (np.fft.rfft2(np.asarray(v, np.float64))[:, ky[:, None] % h, kx[None, :]] * scale).astype(np.complex64)
         g = f[:, None] * phase[None]  # (B, S, ky, kx)
         out.append(np.concatenate([g.real.reshape(b, len(phase), -1), g.imag.reshape(b, len(phase), -1)], axis=2))
     return np.concatenate(out, axis=1).astype(np.float32)
@@ -162,9 +171,8 @@ class ReferenceIndex:
 
         return self._cached(metric, build)
 
-    def _lowpass(self) -> np.ndarray:
-        """(N, d + 1): low-pass embedding of the standardised references, residual norm last."""
-        k = self.cfg.ncc_prefilter
+    def _lowpass(self, k: int) -> np.ndarray:
+        """(N, d + 1): low-pass (|k| <= ``k``) embedding of the standardised references, residual norm last."""
         z = self.embedded("ncc_robust")
         shape = self.references.shape[1:]
 
@@ -260,10 +268,15 @@ class ReferenceIndex:
         cfg = self.cfg
         spec = self.spec("ncc_robust")
         z_ref = self.embedded("ncc_robust")
-        low = self._lowpass()
+        h, w = queries.shape[1:]
+        # ncc_prefilter is given for 64x64 slices; the same smoothness in pixels has proportionally more
+        # frequencies at a larger size, so K scales with the image.
+        k1 = max(1, round(cfg.ncc_prefilter * min(h, w) / 64))
+        k2 = 2 * k1
+        low = self._lowpass(k1)
+        low2 = self._lowpass(k2)
         n, d1 = low.shape
         t = spec.n_transforms
-        h, w = queries.shape[1:]
         shard = min(cfg.reference_shard, n)
         batch = max(1, int(cfg.memory_mb * 2**20 // (4 * (t * (shard + d1) + n + 2 * t * h * w))))
         best = np.full(len(queries), -np.inf)
@@ -272,8 +285,9 @@ class ReferenceIndex:
         for q0 in range(0, len(queries), batch):
             zq = standardise(queries[q0 : q0 + batch]).reshape(-1, h, w)
             b = len(zq)
-            emb, res = lowpass_embedding(zq, cfg.ncc_prefilter)
-            qt = lowpass_transformed(zq, cfg.ncc_prefilter, cfg.max_shift, cfg.flips)  # (b, T, d)
+            _, res = lowpass_embedding(zq, k1)
+            _, res2 = lowpass_embedding(zq, k2)
+            qt = lowpass_transformed(zq, k1, cfg.max_shift, cfg.flips)  # (b, T, d)
             qt = np.concatenate([qt, np.broadcast_to(res[:, None, None], (b, t, 1))], axis=2).reshape(b * t, d1)
             bound = np.empty((b, n), dtype=np.float32)
             for s0 in range(0, n, shard):
@@ -283,18 +297,43 @@ class ReferenceIndex:
             if query_groups is not None:
                 bound[query_groups[q0 : q0 + b, None] == reference_groups[None, :]] = -np.inf
             order = np.argsort(-bound, axis=1, kind="stable")
+            # Second, tighter bound (4x the frequencies) on the references the first could not prune.
+            qt2 = lowpass_transformed(zq, k2, cfg.max_shift, cfg.flips)
+            qt2 = np.concatenate([qt2, np.broadcast_to(res2[:, None, None], (b, t, 1))], axis=2)
             for i in range(b):
-                zt = transformed(zq[i : i + 1], cfg.max_shift, cfg.flips).reshape(t, h * w)
+                zt: np.ndarray | None = None
                 top, top_idx = -np.inf, -1
-                for p in range(0, n, _REFINE_CHUNK):
-                    idx = order[i, p : p + _REFINE_CHUNK]
-                    if not np.isfinite(bound[i, idx[0]]) or bound[i, idx[0]] <= top:
+                p, chunk = 0, _REFINE_CHUNK
+                while p < n:
+                    idx = order[i, p : p + chunk]
+                    p, chunk = p + len(idx), min(4 * chunk, 1024)
+                    idx = idx[bound[i, idx] > top]
+                    if len(idx) == 0:
                         break
-                    exact = (zt @ np.asarray(z_ref[np.sort(idx)]).T).max(axis=0)
+                    if zt is not None and (bound[i] > top).sum() > _DENSE_FRACTION * n:
+                        # The bound prunes too little for this candidate (rough texture): check every
+                        # reference still above it in large blocks, as the exhaustive search would.
+                        # Contiguous blocks (no gather copy); excluded references keep a -inf bound.
+                        for r0 in range(0, n, 2048):
+                            exact = (zt @ np.asarray(z_ref[r0 : r0 + 2048]).T).max(axis=0)
+                            exact[~np.isfinite(bound[i, r0 : r0 + len(exact)])] = -np.inf
+                            n_exact += len(exact)
+                            j = int(np.argmax(exact))
+                            if exact[j] > top:
+                                top, top_idx = float(exact[j]), r0 + j
+                        break
+                    idx = np.sort(idx)
+                    b2 = (qt2[i] @ np.asarray(low2[idx]).T).max(axis=0) + _BOUND_SLACK
+                    idx = idx[b2 > top]
+                    if len(idx) == 0:
+                        continue
+                    if zt is None:
+                        zt = transformed(zq[i : i + 1], cfg.max_shift, cfg.flips).reshape(t, h * w)
+                    exact = (zt @ np.asarray(z_ref[idx]).T).max(axis=0)
                     n_exact += len(idx)
                     j = int(np.argmax(exact))
                     if exact[j] > top:
-                        top, top_idx = float(exact[j]), int(np.sort(idx)[j])
+                        top, top_idx = float(exact[j]), int(idx[j])
                 best[q0 + i], best_idx[q0 + i] = top, top_idx
         log.debug("ncc_robust: %d exact pair checks for %d queries x %d references (%.1f%%)",
                   n_exact, len(queries), n, 100 * n_exact / max(1, len(queries) * n))

@@ -155,13 +155,13 @@ def _check_consistency(cert: dict[str, Any]) -> None:
     """Every published image was accepted, and every accepted one clears every threshold."""
     try:
         thresholds = {m: float(v["threshold"]) for m, v in cert["metrics"].items()}
-        candidates = cert["candidates"]
+        candidates = cert["images"]
         published = cert["published"]
         accepted = [c for c in candidates if c["accepted"]]
         if [c["digest"] for c in accepted] != published:
             raise GateError("published digests do not match the accepted candidates")
         for c in candidates:
-            ok = all(float(c["nearest"][m]) >= t for m, t in thresholds.items())
+            ok = all(float(c["nn_distance"][m]) >= t for m, t in thresholds.items())
             if bool(c["accepted"]) != ok:
                 raise GateError("a candidate's accepted flag contradicts its distances and the thresholds")
         if cert["summary"]["n_published"] != len(published):

@@ -1,0 +1,215 @@
+"""Configuration of a federated study, a site daemon and the coordinator.
+
+- :class:`ScenarioConfig` — one TOML file in ``simulations/``: the cohort to
+  simulate, the generator profile, the gate settings, the publication quota,
+  the downstream task, the training budget, ``min_sites``. The gate and task
+  tables are validated by their owners' models (``fedsynth.privacy.GateConfig``,
+  ``fedsynth.tasks.TaskConfig``) when the study starts, so a typo fails before
+  any site does work.
+- :class:`SiteSettings` — a site TOML in ``sites/``: the shared
+  :class:`fedsynth.config.SiteConfig` plus where the signing key lives.
+- :class:`CoordinatorSettings` — ``server/coordinator.toml`` for the
+  Deployment Engine: which scenario, where the pool goes, the registered
+  site keys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from fedsynth.config import Modality, SiteConfig, StrictModel, load_toml, validate
+from fedsynth.errors import ConfigError
+
+__all__ = [
+    "CohortSettings",
+    "CoordinatorSettings",
+    "DaemonSettings",
+    "GeneratorSettings",
+    "PublishSettings",
+    "ScenarioConfig",
+    "SiteSettings",
+    "TrainingSettings",
+    "default_study_dir",
+    "find_scenario",
+    "load_scenario",
+    "scenario_dirs",
+]
+
+
+class CohortSettings(StrictModel):
+    """The bundled synthetic cohort a simulation makes (stands in for hospital archives)."""
+
+    modality: Modality = "ct"
+    sites: int = Field(3, ge=1, le=64)
+    patients: int = Field(6, ge=2, description="patients per site (split by patient)")
+    slices: int = Field(16, ge=1, description="axial slices per volume")
+    size: int = Field(64, ge=16, le=512, description="slice edge length in pixels")
+    train_fraction: float = Field(0.67, gt=0.0, lt=1.0)
+    seed: int = Field(0, ge=0)
+
+
+class GeneratorSettings(StrictModel):
+    """The latent diffusion model each site trains (see :mod:`fedsynth.generative`)."""
+
+    profile: str = Field("tiny", description="generator profile name (tiny, small)")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="profile fields to override")
+    sample_steps: int | None = Field(None, ge=1, le=1000, description="sampling steps; None = profile")
+
+
+class PublishSettings(StrictModel):
+    """How many gate-certified images each site publishes, and how they travel."""
+
+    quota: int = Field(64, ge=1, description="accepted images requested per site")
+    max_candidates: int | None = Field(
+        None, ge=1, description="candidates the gate may draw before giving up; None = 4 x quota"
+    )
+    chunk_images: int = Field(
+        256, ge=1, description="images per publish reply (a bundle is fetched in chunks and reassembled)"
+    )
+
+    def candidate_limit(self) -> int:
+        """The gate's ``max_attempts`` (candidates drawn), defaulting to four per requested image."""
+        return self.max_candidates or 4 * self.quota
+
+
+class TrainingSettings(StrictModel):
+    """Budget of every downstream training, kept equal across methods for a fair comparison.
+
+    Pooled training runs ``epochs`` epochs over the pool; FedAvg and the second
+    strategy run ``rounds`` rounds of ``epochs // rounds`` local epochs (same
+    total local epochs per site); local-only and centralised-real train
+    ``epochs`` epochs.
+    """
+
+    epochs: int = Field(4, ge=1)
+    rounds: int = Field(2, ge=1)
+    second_strategy: Literal["fedprox", "fedadam"] = "fedprox"
+    proximal_mu: float = Field(0.01, ge=0.0)
+    local_only: bool = True
+    centralised: bool = Field(True, description="simulation-only upper bound (not deployable)")
+    coordinator_threads: int = Field(
+        1, ge=0, description="torch threads for training at the coordinator; 0 = torch's default. "
+        "1 avoids OpenMP oversubscription when simulated sites share the cores"
+    )
+
+    @model_validator(mode="after")
+    def _divisible(self) -> TrainingSettings:
+        if self.epochs % self.rounds:
+            raise ValueError("epochs must be a multiple of rounds (same local epochs every round)")
+        return self
+
+
+class ScenarioConfig(StrictModel):
+    """One named study: everything ``fedsynth simulate`` needs."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    cohort: CohortSettings = Field(default_factory=CohortSettings)
+    generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
+    gate: dict[str, Any] = Field(default_factory=dict, description="fedsynth.privacy.GateConfig fields")
+    publish: PublishSettings = Field(default_factory=PublishSettings)
+    task: dict[str, Any] = Field(default_factory=dict, description="fedsynth.tasks.TaskConfig fields")
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    margins: dict[str, float] = Field(
+        default_factory=lambda: {"psnr": 0.5, "ssim": 0.01},
+        description="TOST equivalence margins per metric",
+    )
+    min_sites: int = Field(2, ge=1)
+    site_timeout_s: float = Field(1800.0, gt=0)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _min_sites(self) -> ScenarioConfig:
+        if self.min_sites > self.cohort.sites:
+            raise ValueError(f"min_sites ({self.min_sites}) exceeds cohort.sites ({self.cohort.sites})")
+        return self
+
+    def gate_config(self) -> Any:
+        """The gate table validated as :class:`fedsynth.privacy.GateConfig`."""
+        from fedsynth.privacy import GateConfig
+
+        return validate(GateConfig, self.gate, f"scenario {self.name}: [gate]")
+
+    def task_config(self) -> Any:
+        """The task table validated as :class:`fedsynth.tasks.TaskConfig`."""
+        from fedsynth.tasks import TaskConfig
+
+        return validate(TaskConfig, self.task, f"scenario {self.name}: [task]")
+
+
+class DaemonSettings(StrictModel):
+    """Site daemon knobs that are not about the data."""
+
+    signing_key: Path | None = Field(
+        None, description="Ed25519 private key from `fedsynth certs`; default: workdir/keys/"
+    )
+    torch_threads: int = Field(0, ge=0, description="0 = leave torch's default")
+    audit_dir: Path | None = Field(None, description="keep a copy of every outgoing message here")
+
+
+class SiteSettings(StrictModel):
+    """A site TOML: ``[site]`` (data, split) and ``[daemon]`` (keys, threads)."""
+
+    site: SiteConfig
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+
+
+class CoordinatorSettings(StrictModel):
+    """``server/coordinator.toml``: the study the coordinator runs on the Deployment Engine."""
+
+    scenario: str = Field("default", description="scenario name in simulations/ or a TOML path")
+    out: Path = Field(..., description="study directory: pool, checkpoints, report")
+    site_keys: Path = Field(..., description="directory of registered <site>.pub signing keys")
+    expected_sites: int = Field(..., ge=1)
+    min_sites: int | None = Field(None, ge=1, description="overrides the scenario's min_sites")
+    connect_timeout_s: float = Field(600.0, gt=0)
+
+
+def default_study_dir(scenario: str) -> Path:
+    """Study directory of ``flwr run .`` when the run config names none (same for both apps)."""
+    return Path.home() / "fedsynth-runs" / Path(scenario).stem
+
+
+def scenario_dirs() -> list[Path]:
+    """Where named scenarios are looked up: ./simulations, then the source tree's."""
+    here = Path(__file__).resolve().parents[2] / "simulations"
+    return [Path.cwd() / "simulations", here]
+
+
+def find_scenario(name_or_path: str) -> Path:
+    """Resolve a scenario name (``default``) or a TOML path to a file."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"{p}: scenario file not found")
+        return p
+    for d in scenario_dirs():
+        cand = d / f"{name_or_path}.toml"
+        if cand.is_file():
+            return cand
+    known = sorted({f.stem for d in scenario_dirs() if d.is_dir() for f in d.glob("*.toml")})
+    raise ConfigError(f"unknown scenario '{name_or_path}' (known: {', '.join(known) or 'none'})")
+
+
+def load_scenario(name_or_path: str) -> ScenarioConfig:
+    """Load and validate a scenario by name or path, including its gate, task and generator tables.
+
+    Everything is checked here, before any site does work, so a typo is one
+    line naming the file and key rather than a failure minutes into a study.
+    """
+    path = find_scenario(name_or_path)
+    scenario = load_toml(path, ScenarioConfig)
+    try:
+        scenario.gate_config()
+        scenario.task_config()
+        from fedsynth.generative import load_profile
+
+        load_profile(scenario.generator.profile, **scenario.generator.overrides)
+    except ImportError:  # a stage not installed yet; its table is checked when it runs
+        pass
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return scenario

@@ -1,0 +1,98 @@
+"""A ``Grid`` wrapper that counts the bytes of every message, per method.
+
+The study compares methods by what they cost in communication, so every
+message the coordinator sends and every reply it receives goes through
+:class:`MeteredGrid`, which adds the message's serialised size (see
+:func:`fedsynth.federation.protocol.message_nbytes`) to the current method's
+``sent``/``received`` counters. Flower's strategies take any ``Grid``, so the
+FedAvg baselines are metered the same way as the custom publish loop.
+
+It also restricts ``get_node_ids()`` to the sites still in the study, so a
+strategy never samples a site that has already failed.
+
+Usage::
+
+    meter = MeteredGrid(grid)
+    with meter.method("fedavg"):
+        FedAvg(...).start(grid=meter, ...)
+    meter.totals()   # {"fedavg": {"sent": ..., "received": ...}}
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+
+from flwr.app import Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedsynth.federation.protocol import message_nbytes
+
+__all__ = ["MeteredGrid"]
+
+
+class MeteredGrid(Grid):
+    """Delegates to ``inner`` and meters bytes per method label."""
+
+    def __init__(self, inner: Grid) -> None:
+        self._inner = inner
+        self._label = "other"
+        self._bytes: dict[str, dict[str, int]] = {}
+        self.allowed_nodes: set[int] | None = None
+
+    @contextlib.contextmanager
+    def method(self, label: str) -> Iterator[None]:
+        """Attribute the bytes of messages exchanged inside the block to ``label``."""
+        old, self._label = self._label, label
+        try:
+            yield
+        finally:
+            self._label = old
+
+    def _count(self, kind: str, messages: Iterable[Message]) -> None:
+        slot = self._bytes.setdefault(self._label, {"sent": 0, "received": 0})
+        for m in messages:
+            slot[kind] += message_nbytes(m)
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """Bytes per method label: ``{"sent": n, "received": n}``."""
+        return {k: dict(v) for k, v in self._bytes.items()}
+
+    # --- Grid interface ---------------------------------------------------
+    def set_run(self, run) -> None:  # noqa: ANN001 - flwr Run
+        self._inner.set_run(run)
+
+    @property
+    def run(self):  # noqa: ANN201 - flwr Run
+        return self._inner.run
+
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return self._inner.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        ids = list(self._inner.get_node_ids())
+        if self.allowed_nodes is None:
+            return ids
+        return [i for i in ids if i in self.allowed_nodes]
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        msgs = list(messages)
+        self._count("sent", msgs)
+        return self._inner.push_messages(msgs)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        replies = list(self._inner.pull_messages(message_ids))
+        self._count("received", replies)
+        return replies
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        msgs = list(messages)
+        self._count("sent", msgs)
+        replies = list(self._inner.send_and_receive(msgs, timeout=timeout))
+        self._count("received", replies)
+        return replies

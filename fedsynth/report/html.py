@@ -1,0 +1,184 @@
+"""``report.html``: one self-contained page (figures as base64 PNG, inline CSS, no scripts, no URLs).
+
+Why self-contained: the report is read on hospital machines that may be
+offline and should not fetch anything; one file can be archived with the
+study and opened anywhere.
+
+    >>> render_html("runs/demo/report.json", "runs/demo/report.html",
+    ...             figures_inputs={"examples": {"input": x, "output": y, "target": t},
+    ...                             "samples": {"site-1 real": r, "site-1 synthetic": s}})
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedsynth.io_utils import write_bytes_atomic
+from fedsynth.report.figures import crops_figure, metric_bars, sample_grid
+from fedsynth.report.schema import (
+    MetricSummary,
+    ReportModel,
+    load_report,
+    metric_mean,
+    validate_report,
+)
+
+__all__ = ["render_html"]
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}.eq{color:#176117;font-weight:600}
+.neq{color:#8a1f1f}img{max-width:100%}.small{font-size:0.85em;color:#555}pre{background:#f7f7f7;padding:0.5em}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
+            return f"{x:.2e}"
+        return f"{x:.{digits}g}"
+    return _e(x)
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+def _metric_cell(value: Any) -> str:
+    if isinstance(value, MetricSummary):
+        ci = "" if value.ci_low is None else f' <span class="small">[{_fmt(value.ci_low)}, {_fmt(value.ci_high)}]</span>'
+        return f"{_fmt(value.mean)}{ci}"
+    return _fmt(value)
+
+
+def _methods_table(rep: ReportModel) -> str:
+    rows = []
+    for name, m in rep.methods.items():
+        label = f' <span class="small">{_e(m.label)}</span>' if m.label else ""
+        for site, sm in [*sorted(m.per_site.items()), ("pooled", m.pooled)]:
+            cells = "".join(f"<td>{_metric_cell(getattr(sm, k))}</td>" for k in ("psnr", "ssim", "rmse"))
+            rows.append(f"<tr><td>{_e(name)}{label}</td><td>{_e(site)}</td>{cells}<td>{sm.n}</td></tr>")
+    head = "<tr><th>method</th><th>site</th><th>PSNR (dB)</th><th>SSIM</th><th>RMSE</th><th>n</th></tr>"
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _comparisons_table(rep: ReportModel) -> str:
+    if not rep.comparisons:
+        return "<p>No paired comparisons.</p>"
+    head = ("<tr><th>a − b</th><th>metric</th><th>site</th><th>n</th><th>mean diff</th><th>95% CI</th>"
+            "<th>p (t-test)</th><th>p (Wilcoxon)</th><th>p (TOST)</th><th>margin</th><th>equivalent</th></tr>")
+    rows = []
+    for c in rep.comparisons:
+        eq = c.equivalent if c.equivalent is not None else (c.p_tost is not None and c.p_tost < 0.05)
+        ci = "–" if c.ci_low is None else f"[{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]"
+        rows.append(
+            f"<tr><td>{_e(c.a)} − {_e(c.b)}</td><td>{_e(c.metric)}</td><td>{_e(c.site)}</td><td>{_fmt(c.n)}</td>"
+            f"<td>{_fmt(c.mean_diff)}</td><td>{ci}</td><td>{_fmt(c.p_ttest)}</td><td>{_fmt(c.p_wilcoxon)}</td>"
+            f"<td>{_fmt(c.p_tost)}</td><td>±{_fmt(c.margin)}</td>"
+            f'<td class="{"eq" if eq else "neq"}">{_fmt(bool(eq))}</td></tr>'
+        )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _bars(rep: ReportModel) -> str:
+    out = []
+    for metric in ("psnr", "ssim", "rmse"):
+        rows: dict[str, dict[str, tuple[float | None, float | None, float | None]]] = {}
+        for name, m in rep.methods.items():
+            rows[name] = {}
+            for site, sm in [*m.per_site.items(), ("pooled", m.pooled)]:
+                v = getattr(sm, metric)
+                if isinstance(v, MetricSummary):
+                    rows[name][site] = (v.mean, v.ci_low, v.ci_high)
+                else:
+                    rows[name][site] = (metric_mean(v), None, None)
+        if any(v[0] is not None for r in rows.values() for v in r.values()):
+            out.append(_img(metric_bars(rows, metric), f"{metric} per method and site"))
+    return "".join(out)
+
+
+def _kv_table(data: Mapping[str, Any]) -> str:
+    if not data:
+        return "<p>–</p>"
+    rows = "".join(
+        f"<tr><td>{_e(k)}</td><td style='text-align:left'>"
+        f"{_fmt(v) if not isinstance(v, (dict, list)) else '<code>' + _e(json.dumps(v)) + '</code>'}</td></tr>"
+        for k, v in data.items()
+    )
+    return f"<table>{rows}</table>"
+
+
+def _figures(figures_inputs: Mapping[str, Any] | None) -> str:
+    if not figures_inputs:
+        return ""
+    parts = []
+    examples = figures_inputs.get("examples")
+    if examples:
+        cols = {k: np.asarray(v) for k, v in examples.items()}
+        parts.append("<h2>Examples (input / output / target)</h2>")
+        parts.append(_img(crops_figure(cols, n=int(figures_inputs.get("n_examples", 3)),
+                                       crop=figures_inputs.get("crop")), "example crops"))
+    samples = figures_inputs.get("samples")
+    if samples:
+        parts.append("<h2>Sample grids (real vs synthetic)</h2>")
+        parts.append(_img(sample_grid({k: np.asarray(v) for k, v in samples.items()}), "sample grid"))
+    return "".join(parts)
+
+
+def render_html(
+    report: str | Path | dict[str, Any] | ReportModel,
+    out_html: str | Path,
+    figures_inputs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Render ``report`` (a report.json path, dict or model) to ``out_html``, atomically.
+
+    ``figures_inputs`` (optional): ``examples`` = {column name: (N, H, W) array}
+    (e.g. input/output/target), ``crop`` (centre crop edge), ``n_examples``,
+    ``samples`` = {row name: (N, H, W) array} (e.g. real vs synthetic).
+    """
+    rep = load_report(report) if isinstance(report, (str, Path)) else validate_report(report)
+    extra = rep.model_extra or {}
+    title = " · ".join(str(extra[k]) for k in ("scenario", "task", "network") if extra.get(k)) or "fedsynth report"
+    wall = rep.wall_seconds if isinstance(rep.wall_seconds, dict) else {"total": rep.wall_seconds}
+    privacy = {k: v.model_dump(exclude_none=True) for k, v in rep.privacy.items()}
+    missing = rep.missing_sites if isinstance(rep.missing_sites, dict) else {s: "missing" for s in rep.missing_sites}
+    notes = "".join(f"<li>{_e(n)}</li>" for n in rep.notes)
+    body = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>{_CSS}</style></head>
+<body>
+<h1>{_e(title)}</h1>
+<p class="small">PSNR and SSIM with data range 1 on the normalised [0, 1] scale (SSIM: MONAI, 11×11 Gaussian window,
+σ 1.5); means with percentile-bootstrap 95% CIs. Comparisons are paired over the same test images:
+a paired t-test and Wilcoxon signed-rank test for a difference, and TOST for equivalence within ±margin
+(equivalent when p<sub>TOST</sub> &lt; 0.05). A large t-test p-value alone is not evidence of equivalence.</p>
+<h2>Metrics</h2>{_methods_table(rep)}
+{_bars(rep)}
+<h2>Paired comparisons</h2>{_comparisons_table(rep)}
+{_figures(figures_inputs)}
+<h2>Privacy gate</h2>{_kv_table(privacy)}
+<h2>Communication (bytes)</h2>{_kv_table(rep.communication_bytes)}
+<h2>Wall time (s)</h2>{_kv_table(wall)}
+<h2>Missing sites</h2>{_kv_table(missing)}
+<h2>Notes</h2><ul>{notes or "<li>–</li>"}</ul>
+</body></html>
+"""
+    out = Path(out_html)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out, body.encode("utf-8"))
+    return out

@@ -1,0 +1,141 @@
+"""The schema of ``report.json`` (DESIGN.md keys), as pydantic models.
+
+Why a schema: the report is what a reader (or a later tool) trusts, and it is
+assembled by several stages. Validating it once, on write and on read, turns
+a malformed or hand-edited file into one clear line instead of a broken page.
+
+Metric values are either a plain mean (what the federation's summaries
+write) or ``{mean, ci_low, ci_high, std}`` (what :func:`fedsynth.report.summarise`
+writes); ``None`` marks a metric that could not be computed. Top-level keys
+beyond the DESIGN.md ones (scenario, task, network, ...) are kept as they are.
+
+    >>> model = load_report("runs/demo/report.json")
+    >>> model.methods["synthetic-pool"].pooled.psnr
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ConfigDict, Field, ValidationError
+
+from fedsynth.config import StrictModel, format_validation_error
+from fedsynth.errors import ConfigError
+
+__all__ = [
+    "Comparison",
+    "MethodResult",
+    "MetricSummary",
+    "PrivacySite",
+    "ReportModel",
+    "SiteMetrics",
+    "load_report",
+    "metric_mean",
+    "validate_report",
+]
+
+
+class MetricSummary(StrictModel):
+    """Mean of a per-image metric with its bootstrap 95% CI."""
+
+    mean: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    std: float | None = None
+
+
+MetricValue = MetricSummary | float | None
+
+
+def metric_mean(value: MetricValue) -> float | None:
+    """The mean of a metric value in either form."""
+    return value.mean if isinstance(value, MetricSummary) else value
+
+
+class SiteMetrics(StrictModel):
+    """Metrics of one method on one site's test images (or pooled over sites)."""
+
+    model_config = ConfigDict(extra="allow")
+    psnr: MetricValue
+    ssim: MetricValue
+    rmse: MetricValue
+    n: int = Field(..., ge=0)
+    rmse_hu: MetricValue = None
+
+
+class MethodResult(StrictModel):
+    model_config = ConfigDict(extra="allow")
+    per_site: dict[str, SiteMetrics]
+    pooled: SiteMetrics
+    label: str | None = None
+
+
+class Comparison(StrictModel):
+    """Paired comparison ``a - b`` on one metric, on one site's images or pooled (``site`` = "pooled")."""
+
+    model_config = ConfigDict(extra="allow")
+    a: str
+    b: str
+    metric: str
+    site: str = "pooled"
+    n: int | None = None
+    mean_diff: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_ttest: float | None
+    p_wilcoxon: float | None = None
+    p_tost: float | None
+    margin: float = Field(..., gt=0)
+    equivalent: bool | None = None
+    significant: bool | None = None
+
+
+class PrivacySite(StrictModel):
+    """The gate's statistics for one site (thresholds/distances may be per metric)."""
+
+    model_config = ConfigDict(extra="allow")
+    threshold: float | dict[str, float | None] | None = None
+    min_nn_distance: float | dict[str, float | None] | None = None
+    n_published: int | None = Field(None, ge=0)
+    n_rejected: int | None = Field(None, ge=0)
+
+
+class ReportModel(StrictModel):
+    """``report.json``."""
+
+    model_config = ConfigDict(extra="allow")
+    methods: dict[str, MethodResult]
+    comparisons: list[Comparison] = Field(default_factory=list)
+    privacy: dict[str, PrivacySite] = Field(default_factory=dict)
+    communication_bytes: dict[str, int | dict[str, int]] = Field(default_factory=dict)
+    wall_seconds: float | dict[str, float] = 0.0
+    missing_sites: list[str] | dict[str, str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
+def validate_report(data: Any, source: str = "report") -> ReportModel:
+    """A :class:`ReportModel` from a dict or model; :class:`ConfigError` (one line) when malformed."""
+    if isinstance(data, ReportModel):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return ReportModel.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_report(path: str | Path) -> ReportModel:
+    """Read and validate ``report.json`` (raises :class:`ConfigError` with one line)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from None
+    return validate_report(data, str(path))

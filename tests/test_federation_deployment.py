@@ -1,0 +1,32 @@
+"""Deployment Engine on 127.0.0.1: TLS, SuperNode authentication, two sites, a tiny study (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("flower-superlink") is None, reason="flwr CLI not installed")
+def test_superlink_two_supernodes_tls_auth_tiny_study(tmp_path):
+    env = {**os.environ, "FEDSYNTH_SMOKE_PORT": "8170"}
+    res = subprocess.run([str(REPO / "server" / "smoke-deploy.sh"), str(tmp_path / "w")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-4000:]
+    assert "unregistered SuperNode refused" in out
+    assert "deployment smoke OK" in out
+    study = tmp_path / "w" / "study"
+    db = sqlite3.connect(study / "pool" / "manifest.sqlite")
+    assert {r[0] for r in db.execute("SELECT site FROM images")} == {"site-1", "site-2"}
+    rep = json.loads((study / "report.json").read_text())
+    assert rep["mode"] == "deployment" and "centralised-real" not in rep["methods"]

@@ -1,0 +1,135 @@
+"""A whole tiny study on Flower's Simulation Engine: report, leak audit, loopback only, resume.
+
+One simulation (module fixture) with the site audit mod on; the tests then
+inspect what it left: every message a site sent, every listening socket seen
+while it ran, and a second run over the same directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from federation_fixtures import TINY_SCENARIO, listening_addresses
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from fedsynth.config import load_toml
+    from fedsynth.federation.config import ScenarioConfig
+    from fedsynth.federation.mods import AUDIT_ENV
+    from fedsynth.federation.simulation import run_simulated_study
+
+    root = tmp_path_factory.mktemp("sim")
+    (root / "tiny.toml").write_text(TINY_SCENARIO)
+    scenario = load_toml(root / "tiny.toml", ScenarioConfig)
+    audit = root / "audit"
+    old = os.environ.get(AUDIT_ENV)
+    os.environ[AUDIT_ENV] = str(audit)
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.update(listening_addresses(os.getpid()))
+            time.sleep(0.5)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        t0 = time.perf_counter()
+        report = run_simulated_study(scenario, root / "out")
+        first_s = time.perf_counter() - t0
+    finally:
+        stop.set()
+        t.join()
+        if old is None:
+            os.environ.pop(AUDIT_ENV, None)
+        else:
+            os.environ[AUDIT_ENV] = old
+    return {"root": root, "out": root / "out", "audit": audit, "report": report, "sockets": seen,
+            "scenario": scenario, "first_s": first_s}
+
+
+def test_report_has_the_design_keys(study):
+    rep = json.loads((study["out"] / "report.json").read_text())
+    assert (study["out"] / "report.html").is_file()
+    for key in ("methods", "comparisons", "privacy", "communication_bytes", "wall_seconds"):
+        assert key in rep
+    for m in ("synthetic-pool", "fedavg", "fedprox", "local-only", "centralised-real"):
+        assert set(rep["methods"][m]["pooled"]) >= {"psnr", "ssim", "rmse", "n"}
+        assert rep["methods"][m]["pooled"]["n"] > 0
+    assert rep["communication_bytes"]["synthetic-pool"]["received"] > 0
+    assert rep["communication_bytes"]["fedavg"]["sent"] > 0
+    for site, row in rep["privacy"].items():
+        assert row["n_published"] > 0, site
+        for metric, thr in row["threshold"].items():
+            assert row["min_nn_distance"][metric] >= thr
+
+
+def _real_slices(out: Path):
+    from fedsynth.federation.config import ScenarioConfig
+    from fedsynth.federation.site_task import open_site_store, resolve_site
+
+    spec = json.loads((out / "study.json").read_text())
+    n = ScenarioConfig.model_validate(spec["scenario"]).cohort.sites
+    stores = [open_site_store(resolve_site({"partition-id": i}, {"out": str(out)})) for i in range(n)]
+    return stores
+
+
+def test_no_real_slice_patient_id_or_path_leaves_a_site(study):
+    stores = _real_slices(study["out"])
+    real = np.concatenate([np.asarray(s.images) for s in stores])
+    pids = {str(p) for s in stores for p in s.patient_ids}
+    records = sorted(p for p in study["audit"].iterdir() if p.is_dir())
+    kinds = {json.loads((r / "meta.json").read_text())["message_type"] for r in records}
+    assert {"query.publish", "train", "evaluate", "query.ping"} <= kinds
+    # one distinctive row (64+ bytes) of every real slice, as it would appear in a float32 payload
+    rows = []
+    for img in real:
+        r = int(np.argmax(img.var(axis=1)))
+        rows.append(np.ascontiguousarray(img[r], dtype="<f4").tobytes())
+    secrets = [p.encode() for p in pids] + [str(study["root"]).encode(), b".nii"]
+    flat = real.reshape(len(real), -1).astype(np.float64)
+    for rec in records:
+        wire = (rec / "wire.bin").read_bytes()
+        for s in secrets:
+            assert s not in wire, f"{s!r} in {rec.name}"
+        for row in rows:
+            assert row not in wire, f"a real slice row in {rec.name}"
+        for npy in rec.glob("images.*.npy"):
+            pub = np.load(npy).reshape(-1, flat.shape[1]).astype(np.float64)
+            d2 = (pub**2).sum(1)[:, None] + (flat**2).sum(1)[None] - 2 * pub @ flat.T
+            rmse = np.sqrt(np.maximum(d2, 0) / flat.shape[1])
+            assert rmse.min() > 1e-3, f"a near-copy of a real slice in {rec.name}"
+
+
+def test_every_listening_socket_is_loopback(study):
+    assert study["sockets"], "no listening socket observed (Ray not running?)"
+    import ipaddress
+
+    def loopback(addr: str) -> bool:
+        ip = ipaddress.ip_address(addr.rsplit(":", 1)[0].strip("[]"))
+        mapped = getattr(ip, "ipv4_mapped", None)
+        return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+    bad = {a for a in study["sockets"] if not loopback(a)}
+    assert not bad, f"sockets not on loopback: {sorted(bad)}"
+
+
+def test_rerun_resumes_without_redoing_finished_work(study):
+    from fedsynth.federation.simulation import run_simulated_study
+
+    pool_before = sorted((study["out"] / "pool" / "objects").glob("*.npy"))
+    t0 = time.perf_counter()
+    report = run_simulated_study(study["scenario"], study["out"])
+    assert time.perf_counter() - t0 < study["first_s"]
+    assert sorted((study["out"] / "pool" / "objects").glob("*.npy")) == pool_before
+    assert report["methods"]["fedavg"]["pooled"] == study["report"]["methods"]["fedavg"]["pooled"]

@@ -1,0 +1,102 @@
+"""Tiny LDM: learns, samples in range, deterministic; bad configs are one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from generative_fixtures import blobs, train_tiny
+
+from fedsynth.errors import CheckpointError, ConfigError, DataError
+from fedsynth.generative import evaluate_quality, load_generator, load_profile, train_ldm
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("gen")
+    summary = train_tiny(work)
+    return work, summary
+
+
+def test_autoencoder_overfits_a_handful_of_slices(trained) -> None:
+    _, summary = trained
+    ae = summary["history"]["ae"]
+    # stated factor: reconstruction L1 falls at least 2x from the first to the last AE epoch
+    assert ae[-1]["l1"] < ae[0]["l1"] / 2, ae
+    unet = summary["history"]["unet"]
+    assert all(np.isfinite(h["mse"]) for h in unet)
+    assert summary["steps"] == 12 * 2 + 6 * 2  # 16 images, batch 8: 2 steps per epoch
+    assert summary["scale_factor"] > 0
+
+
+def test_samples_shape_range_finite_and_deterministic(trained) -> None:
+    work, _ = trained
+    gen = load_generator(work)
+    assert gen.checkpoint_hash.startswith("sha256:") and len(gen.checkpoint_hash) == 71
+    a = gen.sample(3, steps=5, seed=3, batch_size=2)
+    assert a.shape == (3, 32, 32) and a.dtype == np.float32
+    assert np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0
+    np.testing.assert_array_equal(a, gen.sample(3, steps=5, seed=3, batch_size=2))
+    assert not np.allclose(a, gen.sample(3, steps=5, seed=4, batch_size=2))
+    d = gen.sample(2, steps=4, seed=0, sampler="dpm")
+    assert d.shape == (2, 32, 32) and np.isfinite(d).all()
+    with pytest.raises(ConfigError, match="sampling steps"):
+        gen.sample(2, steps=5000)
+    with pytest.raises(ConfigError, match="unknown sampler"):
+        gen.sample(2, sampler="euler")
+
+
+def test_finished_run_resumed_is_a_noop(trained) -> None:
+    work, summary = trained
+    before = (work / "model.pt").stat().st_mtime_ns
+    again = train_ldm(
+        blobs(16), work, load_profile("tiny", image_size=32, ae_epochs=12, unet_epochs=6), resume=True,
+        progress=False)
+    assert again["steps"] == summary["steps"] and again["resumed"]
+    assert (work / "model.pt").stat().st_mtime_ns == before
+
+
+def test_resume_with_other_config_is_refused(trained) -> None:
+    work, _ = trained
+    with pytest.raises(CheckpointError, match="different config"):
+        train_ldm(blobs(16), work, load_profile("tiny", image_size=32, ae_epochs=12, unet_epochs=7),
+                  resume=True, progress=False)
+
+
+def test_quality_report_has_baselines(trained, tmp_path) -> None:
+    work, _ = trained
+    gen = load_generator(work)
+    rep = evaluate_quality(gen, blobs(12, seed=9), tmp_path, n=12, real_reference=blobs(8, seed=5))
+    for key in ("histogram_w1", "ms_ssim_diversity", "frechet_ae"):
+        assert np.isfinite(rep["synthetic"][key])
+        assert np.isfinite(rep["baselines"]["noise"][key]) and np.isfinite(rep["baselines"]["blurred_mean"][key])
+    assert rep["baselines"]["blurred_mean"]["ms_ssim_diversity"] == pytest.approx(1.0, abs=1e-4)
+    assert (tmp_path / "quality.json").is_file() and (tmp_path / "samples_vs_real.png").stat().st_size > 1000
+    # real images of the same kind are closer to each other than noise is, in the site's encoder space
+    assert rep["real_train_vs_test"]["frechet_ae"] < rep["baselines"]["noise"]["frechet_ae"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"ae_lr": -1.0}, "ae_lr"),
+        ({"image_size": 30}, "divisible"),
+        ({"unet_attention": (True,)}, "unet_attention"),
+        ({"sample_steps": 5000}, "sample_steps"),
+        ({"no_such_knob": 1}, "no_such_knob"),
+        ({"sampler": "euler"}, "sampler"),
+    ],
+)
+def test_bad_config_values_are_one_line_config_errors(overrides, match) -> None:
+    with pytest.raises(ConfigError, match=match) as info:
+        load_profile("tiny", **overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_profile_and_bad_images() -> None:
+    with pytest.raises(ConfigError, match="unknown LDM profile"):
+        load_profile("huge")
+    cfg = load_profile("tiny")
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        train_ldm(blobs(4) * 3, "unused", cfg)
+    with pytest.raises(DataError, match="shape"):
+        train_ldm(np.zeros((4, 32), np.float32), "unused", cfg)
