@@ -1,0 +1,45 @@
+"""Print the markdown tables of docs/results.md from a study's report.json.
+
+    python docs/figures/results_tables.py runs/default/report.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main(path: str) -> None:
+    r = json.load(open(path, encoding="utf-8"))
+    sites = sorted(r["sites"]) if isinstance(r["sites"], list) else sorted(r["sites"])
+    print("| method | " + " | ".join(sites) + " | pooled |")
+    print("| --- |" + " --- |" * (len(sites) + 1))
+    for m, v in r["methods"].items():
+        cells = [f"{v['per_site'][s]['psnr']:.2f} / {v['per_site'][s]['ssim']:.4f}" if s in v["per_site"] else "–"
+                 for s in sites]
+        p = v["pooled"]
+        print(f"| {m} | " + " | ".join(cells) + f" | {p['psnr']:.2f} / {p['ssim']:.4f} (n = {p['n']}) |")
+    print("\n| a | b | metric | mean diff (a − b) | p t-test | p TOST | margin | equivalent |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for c in r["comparisons"]:
+        eq = "yes" if c["p_tost"] < 0.05 else "no"
+        print(f"| {c['a']} | {c['b']} | {c['metric']} | {c['mean_diff']:+.4f} | {c['p_ttest']:.2g} | "
+              f"{c['p_tost']:.2g} | ±{c['margin']} | {eq} |")
+    print("\n| site | threshold RMSE / NCC | min NN distance of published RMSE / NCC | published | rejected |")
+    print("| --- | --- | --- | --- | --- |")
+    for s, p in sorted(r["privacy"].items()):
+        t, d = p["threshold"], p["min_nn_distance"]
+        print(f"| {s} | {t['pixel_rmse']:.4f} / {t['ncc_robust']:.4f} | {d['pixel_rmse']:.4f} / {d['ncc_robust']:.4f} "
+              f"| {p['n_published']} | {p['n_rejected']} |")
+    print("\n| method | bytes sent | bytes received | total |")
+    print("| --- | --- | --- | --- |")
+    for m, b in r["communication_bytes"].items():
+        print(f"| {m} | {b['sent']:,} | {b['received']:,} | {b['total']:,} |")
+    print("\n| phase | seconds |")
+    print("| --- | --- |")
+    for k, v in r["wall_seconds"].items():
+        print(f"| {k} | {v:.1f} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
