@@ -1,9 +1,9 @@
 """Per-method summaries and paired comparisons for ``report.json`` (DESIGN.md keys).
 
-Used when :mod:`fedsynth.report` is not importable; the numbers are the same
-kind: means per site and pooled, a paired t-test and a TOST equivalence test
-(two one-sided paired t-tests with a stated margin) on per-image metrics of
-the same test images degraded with the same seed.
+Means per site and pooled, a paired t-test and a TOST equivalence test
+(:func:`fedsynth.tasks.stats.tost_paired`: two one-sided paired t-tests with a
+stated margin) on per-image metrics of the same test images degraded with the
+same seed.
 
     >>> summarise({"site-1": {"psnr": [30.1, 29.8], "ssim": [...], "rmse": [...]}})
     {"per_site": {"site-1": {"psnr": 29.95, ..., "n": 2}}, "pooled": {...}}
@@ -67,6 +67,8 @@ def compare_methods(
     """One entry per metric with a margin: paired t-test p and TOST p (equivalent within +-margin)."""
     from scipy import stats
 
+    from fedsynth.tasks.stats import tost_paired
+
     out = []
     for metric, margin in margins.items():
         d = _paired(a, b, metric)
@@ -74,8 +76,6 @@ def compare_methods(
                                  "n": int(len(d)), "mean_diff": _mean(d), "p_ttest": None, "p_tost": None}
         if len(d) >= 2 and np.std(d) > 0:
             entry["p_ttest"] = _nan_to_none(stats.ttest_1samp(d, 0.0).pvalue)
-            p_low = stats.ttest_1samp(d, -margin, alternative="greater").pvalue
-            p_high = stats.ttest_1samp(d, margin, alternative="less").pvalue
-            entry["p_tost"] = _nan_to_none(max(p_low, p_high))
+            entry["p_tost"] = _nan_to_none(tost_paired(d, margin))
         out.append(entry)
     return out

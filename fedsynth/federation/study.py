@@ -519,18 +519,15 @@ def _default_key_loader(path: Path) -> Any:
 
 
 def _render_html(report: dict[str, Any], out: Path, figures: dict[str, Any] | None = None) -> None:
-    """``report.html`` via :mod:`fedsynth.report` when it is there, else a plain table page."""
+    """``report.html`` via :func:`fedsynth.report.render_html`; a plain table page if rendering fails."""
+    from fedsynth.report import render_html
+
     try:
-        from fedsynth.report import render_html  # type: ignore[attr-defined]
-    except ImportError:
-        render_html = None
-    if render_html is not None:
-        try:
-            render_html(report, out / "report.html", figures)
-            return
-        except Exception as err:  # noqa: BLE001 - the plain page below still gets written
-            log.warning("fedsynth.report.render_html failed (%s: %s); writing a plain page",
-                        type(err).__name__, err)
+        render_html(report, out / "report.html", figures)
+        return
+    except Exception as err:  # noqa: BLE001 - the plain page below still gets written
+        log.warning("fedsynth.report.render_html failed (%s: %s); writing a plain page",
+                    type(err).__name__, err)
     from fedsynth.federation.html import plain_html
     from fedsynth.io_utils import write_bytes_atomic
 

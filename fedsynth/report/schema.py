@@ -19,9 +19,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
-from fedsynth.config import StrictModel, format_validation_error
+from fedsynth.config import StrictModel, validate
 from fedsynth.errors import ConfigError
 
 __all__ = [
@@ -121,10 +121,7 @@ def validate_report(data: Any, source: str = "report") -> ReportModel:
         return data
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
-    try:
-        return ReportModel.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+    return validate(ReportModel, data, source)
 
 
 def load_report(path: str | Path) -> ReportModel:

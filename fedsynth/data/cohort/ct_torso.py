@@ -15,7 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedsynth.data.cohort.shapes import Grid, blob, ring_angles, smooth_field, smoothstep, wobble
+from fedsynth.data.cohort.shapes import (
+    Grid,
+    blob,
+    paint,
+    ring_angles,
+    smooth_field,
+    smoothstep,
+    wobble,
+)
 
 __all__ = ["CTPatient", "render_ct_patient", "sample_ct_patient"]
 
@@ -97,10 +105,6 @@ def sample_ct_patient(rng: np.random.Generator, habitus: float = 0.0) -> CTPatie
     )
 
 
-def _paint(img: np.ndarray, mask: np.ndarray, value: float | np.ndarray) -> np.ndarray:
-    return img * (1.0 - mask) + value * mask
-
-
 def render_ct_patient(p: CTPatient, n_slices: int, size: int, fov: float = 1.0) -> np.ndarray:
     """Render ``(n_slices, size, size)`` HU, float32, image rows anterior→posterior."""
     g = Grid(size, fov)
@@ -123,51 +127,51 @@ def render_ct_patient(p: CTPatient, n_slices: int, size: int, fov: float = 1.0) 
         img = np.full((size, size), HU["air"], dtype=np.float32)
         # Table under the patient.
         table = (np.abs(g.y - (body_cy + bb + 0.06)) < 0.012).astype(np.float32) * (np.abs(g.x) < 0.9)
-        img = _paint(img, table, HU["table"])
-        img = _paint(img, body, HU["skin"])
-        img = _paint(img, inner_fat, HU["fat"] + sh["fat"])
-        img = _paint(img, wall, HU["muscle"] + sh["muscle"])
+        img = paint(img, table, HU["table"])
+        img = paint(img, body, HU["skin"])
+        img = paint(img, inner_fat, HU["fat"] + sh["fat"])
+        img = paint(img, wall, HU["muscle"] + sh["muscle"])
         # Abdominal cavity: mesenteric fat mixed with soft tissue.
         mix = 1.0 / (1.0 + np.exp(-2.5 * (mixing[i] + 0.2)))
         cav_val = HU["fat"] * (1 - mix) + HU["soft"] * mix
-        img = _paint(img, cavity, cav_val)
+        img = paint(img, cavity, cav_val)
         # Bowel loops (lower slab), gas or fluid filled, with walls.
         for bx, by, bax, bay, kind, zst in p.bowel:
             w = float(smoothstep(z, zst, zst + 0.15))
             if w <= 0:
                 continue
             loop = blob(g, bx * ba, body_cy + by * bb, bax * w, bay * w) * cavity
-            img = _paint(img, loop, HU["soft"] + 10)
+            img = paint(img, loop, HU["soft"] + 10)
             lumen = blob(g, bx * ba, body_cy + by * bb, bax * w * 0.7, bay * w * 0.7) * cavity
-            img = _paint(img, lumen, HU["gas"] if kind > 0.5 else HU["fluid"])
+            img = paint(img, lumen, HU["gas"] if kind > 0.5 else HU["fluid"])
         # Stomach (upper-left of the abdomen) with an anterior gas cap.
         s_w = _bump(z, 0.0, 0.25, 0.6)
         if s_w > 0:
             sx, sy, sax, say, gas = p.stomach
             st = blob(g, sx, sy, sax * s_w, say * s_w, 0.4) * cavity
-            img = _paint(img, st, HU["fluid"] + 15)
+            img = paint(img, st, HU["fluid"] + 15)
             cap = st * (g.y < sy - say * s_w * (1 - 2 * gas)).astype(np.float32)
-            img = _paint(img, cap, HU["gas"])
+            img = paint(img, cap, HU["gas"])
         # Lungs at the top of the slab, with a vessel tree.
         l_w = 1.0 - float(smoothstep(z, p.lung_end - 0.25, p.lung_end))
         if l_w > 0:
             for side in (-1.0, 1.0):
                 lung = blob(g, side * 0.45 * ba, body_cy + 0.12 * bb, 0.30 * ba * l_w, 0.62 * bb * l_w,
                             side * 0.15, p.body_harm) * cavity
-                img = _paint(img, lung, HU["lung"])
+                img = paint(img, lung, HU["lung"])
                 for vx, vy, dx, dy in p.lung_vessels:
                     cx = side * 0.45 * ba + (vx + dx * z) * 0.25 * ba
                     cy = body_cy + 0.12 * bb + (vy + dy * z) * 0.55 * bb
-                    img = _paint(img, blob(g, cx, cy, 0.018, 0.018) * lung, HU["vessel"])
+                    img = paint(img, blob(g, cx, cy, 0.018, 0.018) * lung, HU["vessel"])
         # Liver (patient's right = image left), spleen, kidneys.
         lx, ly, lax, lay, lhu = p.liver
         lv_w = _bump(z, -0.2, 0.35, 1.05)
         liver = blob(g, lx * ba / 0.8, ly, lax * lv_w, lay * lv_w, -0.3, p.liver_harm) * cavity
-        img = _paint(img, liver, HU["liver"] + lhu + sh["liver"])
-        img = _paint(img, blob(g, lx * ba / 0.8 + 0.05, ly + 0.05, 0.03, 0.025) * liver, HU["vessel"] - 10)
+        img = paint(img, liver, HU["liver"] + lhu + sh["liver"])
+        img = paint(img, blob(g, lx * ba / 0.8 + 0.05, ly + 0.05, 0.03, 0.025) * liver, HU["vessel"] - 10)
         spx, spy, spax, spay = p.spleen
         sp_w = _bump(z, 0.0, 0.3, 0.75)
-        img = _paint(img, blob(g, spx * ba / 0.8, spy, spax * sp_w, spay * sp_w, 0.5) * cavity,
+        img = paint(img, blob(g, spx * ba / 0.8, spy, spax * sp_w, spay * sp_w, 0.5) * cavity,
                      HU["spleen"] + sh["spleen"])
         k_w = float(smoothstep(z, p.kidney_start, p.kidney_start + 0.2))
         if k_w > 0:
@@ -175,27 +179,27 @@ def render_ct_patient(p: CTPatient, n_slices: int, size: int, fov: float = 1.0) 
             for side in (-1.0, 1.0):
                 kx = side * kdx * ba / 0.8
                 kid = blob(g, kx, kcy, kax * k_w, kay * k_w, side * 0.35) * cavity
-                img = _paint(img, kid, HU["kidney_cortex"] + sh["kidney_cortex"])
-                img = _paint(img, blob(g, kx, kcy, kax * k_w * 0.6, kay * k_w * 0.6, side * 0.35) * kid,
+                img = paint(img, kid, HU["kidney_cortex"] + sh["kidney_cortex"])
+                img = paint(img, blob(g, kx, kcy, kax * k_w * 0.6, kay * k_w * 0.6, side * 0.35) * kid,
                              HU["kidney_medulla"])
-                img = _paint(img, blob(g, kx - side * 0.03, kcy, kax * k_w * 0.3, kay * k_w * 0.3) * kid,
+                img = paint(img, blob(g, kx - side * 0.03, kcy, kax * k_w * 0.3, kay * k_w * 0.3) * kid,
                              HU["fat"])
         # Spine: vertebral body with cortex, canal, posterior elements; paraspinal muscles.
         vy = p.vert_y * bb / 0.6
         for side in (-1.0, 1.0):
-            img = _paint(img, blob(g, side * 0.11, vy + 0.17, 0.08, 0.07) * wall, HU["muscle"] + sh["muscle"])
+            img = paint(img, blob(g, side * 0.11, vy + 0.17, 0.08, 0.07) * wall, HU["muscle"] + sh["muscle"])
             if z > 0.45:
-                img = _paint(img, blob(g, side * 0.1, vy - 0.02, 0.045 * float(smoothstep(z, 0.45, 0.8)),
+                img = paint(img, blob(g, side * 0.1, vy - 0.02, 0.045 * float(smoothstep(z, 0.45, 0.8)),
                                        0.04) * cavity, HU["muscle"])
         vb = blob(g, 0.0, vy, 0.075, 0.065)
-        img = _paint(img, vb, HU["bone_cortex"])
-        img = _paint(img, blob(g, 0.0, vy, 0.06, 0.05), HU["bone_marrow"] + 40 * texture[i])
-        img = _paint(img, blob(g, 0.0, vy + 0.1, 0.04, 0.035), HU["bone_cortex"] * 0.8)
-        img = _paint(img, blob(g, 0.0, vy + 0.1, 0.027, 0.024), HU["csf"])
-        img = _paint(img, blob(g, 0.0, vy + 0.17, 0.018, 0.04), HU["bone_cortex"] * 0.8)
+        img = paint(img, vb, HU["bone_cortex"])
+        img = paint(img, blob(g, 0.0, vy, 0.06, 0.05), HU["bone_marrow"] + 40 * texture[i])
+        img = paint(img, blob(g, 0.0, vy + 0.1, 0.04, 0.035), HU["bone_cortex"] * 0.8)
+        img = paint(img, blob(g, 0.0, vy + 0.1, 0.027, 0.024), HU["csf"])
+        img = paint(img, blob(g, 0.0, vy + 0.17, 0.018, 0.04), HU["bone_cortex"] * 0.8)
         # Aorta (left-anterior of the spine) and IVC (right).
-        img = _paint(img, blob(g, 0.05, vy - 0.12, p.aorta_r, p.aorta_r), HU["aorta"])
-        img = _paint(img, blob(g, -0.09, vy - 0.13, 0.045, 0.03) * cavity, HU["ivc"])
+        img = paint(img, blob(g, 0.05, vy - 0.12, p.aorta_r, p.aorta_r), HU["aorta"])
+        img = paint(img, blob(g, -0.09, vy - 0.13, 0.045, 0.03) * cavity, HU["ivc"])
         # Ribs along the inside of the body wall, fewer towards the bottom.
         r_w = 1.0 - float(smoothstep(z, 0.55, 0.9))
         if r_w > 0:
@@ -206,8 +210,8 @@ def render_ct_patient(p: CTPatient, n_slices: int, size: int, fov: float = 1.0) 
                 rx = np.cos(a) * (ba - p.fat - 0.02)
                 ry = body_cy + np.sin(a) * (bb - p.fat - 0.02)
                 rib = blob(g, rx, ry, 0.03 * r_w, 0.016 * r_w, a + np.pi / 2)
-                img = _paint(img, rib, HU["bone_cortex"] * 0.9)
-                img = _paint(img, blob(g, rx, ry, 0.018 * r_w, 0.007 * r_w, a + np.pi / 2), HU["bone_marrow"])
+                img = paint(img, rib, HU["bone_cortex"] * 0.9)
+                img = paint(img, blob(g, rx, ry, 0.018 * r_w, 0.007 * r_w, a + np.pi / 2), HU["bone_marrow"])
         # Tissue texture on everything that is not air.
         tissue = (img > -900).astype(np.float32) * body
         out[i] = img + 12.0 * texture[i] * tissue

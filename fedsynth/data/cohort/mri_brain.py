@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedsynth.data.cohort.shapes import Grid, blob, smooth_field, smoothstep, wobble
+from fedsynth.data.cohort.shapes import Grid, blob, paint, smooth_field, smoothstep, wobble
 
 __all__ = ["MRIPatient", "render_mri_patient", "sample_mri_patient"]
 
@@ -62,10 +62,6 @@ def sample_mri_patient(rng: np.random.Generator, age: float = 0.0) -> MRIPatient
     )
 
 
-def _paint(img: np.ndarray, mask: np.ndarray, value: float | np.ndarray) -> np.ndarray:
-    return img * (1.0 - mask) + value * mask
-
-
 def render_mri_patient(p: MRIPatient, n_slices: int, size: int, fov: float = 1.0) -> np.ndarray:
     """Render ``(n_slices, size, size)`` T1w signal, float32, image rows anterior→posterior."""
     g = Grid(size, fov)
@@ -79,45 +75,45 @@ def render_mri_patient(p: MRIPatient, n_slices: int, size: int, fov: float = 1.0
         shrink = 1.0 - 0.12 * z * z  # the head narrows towards the vertex
         ha, hb = p.head_a * shrink, p.head_b * shrink
         img = np.zeros((size, size), dtype=np.float32)
-        img = _paint(img, blob(g, 0, 0, ha, hb, 0, p.head_harm), SIGNAL["scalp"])
+        img = paint(img, blob(g, 0, 0, ha, hb, 0, p.head_harm), SIGNAL["scalp"])
         t = p.scalp
-        img = _paint(img, blob(g, 0, 0, ha - t, hb - t, 0, p.head_harm), SIGNAL["skull"])
-        img = _paint(img, blob(g, 0, 0, ha - t - 0.4 * p.skull, hb - t - 0.4 * p.skull, 0, p.head_harm),
+        img = paint(img, blob(g, 0, 0, ha - t, hb - t, 0, p.head_harm), SIGNAL["skull"])
+        img = paint(img, blob(g, 0, 0, ha - t - 0.4 * p.skull, hb - t - 0.4 * p.skull, 0, p.head_harm),
                      SIGNAL["diploe"])
-        img = _paint(img, blob(g, 0, 0, ha - t - 0.7 * p.skull, hb - t - 0.7 * p.skull, 0, p.head_harm),
+        img = paint(img, blob(g, 0, 0, ha - t - 0.7 * p.skull, hb - t - 0.7 * p.skull, 0, p.head_harm),
                      SIGNAL["skull"])
         t += p.skull
-        img = _paint(img, blob(g, 0, 0, ha - t, hb - t, 0, p.head_harm), SIGNAL["csf"])
+        img = paint(img, blob(g, 0, 0, ha - t, hb - t, 0, p.head_harm), SIGNAL["csf"])
         t += 0.012 + p.atrophy
         # Cortex: the outline folds with z-dependent phases (gyri), sulci cut in radially.
         folds = p.gyri.copy()
         folds[:, 2] += 1.5 * z
         brain = blob(g, 0, 0, ha - t, hb - t, 0, np.vstack([p.head_harm, folds]))
-        img = _paint(img, brain, SIGNAL["gm"] + 0.03 * texture[i])
+        img = paint(img, brain, SIGNAL["gm"] + 0.03 * texture[i])
         sulci = (np.cos(p.sulci_n * phi + p.sulci_phase + 2.0 * z) > 0.93).astype(np.float32)
         deep = blob(g, 0, 0, ha - t - 0.09 - 2 * p.atrophy, hb - t - 0.09 - 2 * p.atrophy, 0, folds)
-        img = _paint(img, sulci * brain * (1 - deep), SIGNAL["csf"])
+        img = paint(img, sulci * brain * (1 - deep), SIGNAL["csf"])
         # Interhemispheric fissure.
         fissure = (np.abs(g.x) < 0.012 + p.atrophy * 0.5).astype(np.float32) * (np.abs(g.y) > 0.25 * hb)
-        img = _paint(img, fissure * brain, SIGNAL["csf"])
+        img = paint(img, fissure * brain, SIGNAL["csf"])
         # White matter, following the gyri inwards.
         wm_folds = folds.copy()
         wm_folds[:, 1] *= 2.5
         wm = blob(g, 0, 0, ha - t - 0.06, hb - t - 0.07, 0, wm_folds) * (1 - fissure)
-        img = _paint(img, wm, SIGNAL["wm"] + p.gm_wm + 0.02 * texture[i])
+        img = paint(img, wm, SIGNAL["wm"] + p.gm_wm + 0.02 * texture[i])
         # Deep grey nuclei low in the slab; ventricles peak in the middle.
         dg = 1.0 - float(smoothstep(z, 0.3, 0.6))
         if dg > 0:
             for side in (-1.0, 1.0):
-                img = _paint(img, blob(g, side * 0.2, 0.0, 0.07 * dg, 0.13 * dg, side * 0.3), SIGNAL["deep_gm"])
-                img = _paint(img, blob(g, side * 0.1, 0.15, 0.07 * dg, 0.09 * dg), SIGNAL["deep_gm"] + 0.05)
+                img = paint(img, blob(g, side * 0.2, 0.0, 0.07 * dg, 0.13 * dg, side * 0.3), SIGNAL["deep_gm"])
+                img = paint(img, blob(g, side * 0.1, 0.15, 0.07 * dg, 0.09 * dg), SIGNAL["deep_gm"] + 0.05)
         v = p.ventricle * (0.5 + 0.5 * float(smoothstep(z, 0.0, 0.5))) * (1 - 0.8 * float(smoothstep(z, 0.75, 1.0)))
         for side in (-1.0, 1.0):
-            img = _paint(img, blob(g, side * 0.075 * v, -0.04, 0.045 * v, 0.26 * v, side * 0.12), SIGNAL["csf"])
-            img = _paint(img, blob(g, side * 0.13 * v, -0.27 * v, 0.035 * v, 0.03 * v), SIGNAL["deep_gm"])
+            img = paint(img, blob(g, side * 0.075 * v, -0.04, 0.045 * v, 0.26 * v, side * 0.12), SIGNAL["csf"])
+            img = paint(img, blob(g, side * 0.13 * v, -0.27 * v, 0.035 * v, 0.03 * v), SIGNAL["deep_gm"])
         for lx, ly, lz, lr, ld in p.lesions:
             w = max(0.0, 1.0 - ((z - lz) / ld) ** 2)
             if w > 0:
-                img = _paint(img, blob(g, lx, ly, lr * np.sqrt(w), lr * np.sqrt(w)) * wm, SIGNAL["lesion"])
+                img = paint(img, blob(g, lx, ly, lr * np.sqrt(w), lr * np.sqrt(w)) * wm, SIGNAL["lesion"])
         out[i] = img
     return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-__all__ = ["Grid", "blob", "ring_angles", "smooth_field", "smoothstep", "wobble"]
+__all__ = ["Grid", "blob", "paint", "ring_angles", "smooth_field", "smoothstep", "wobble"]
 
 
 class Grid:
@@ -64,6 +64,11 @@ def blob(
     # Signed distance to the outline, approximately in normalised units.
     d = (radius - r) * min(ax, ay)
     return (1.0 / (1.0 + np.exp(-np.clip(d / (0.5 * soft * g.px), -30, 30)))).astype(np.float32)
+
+
+def paint(img: np.ndarray, mask: np.ndarray, value: float | np.ndarray) -> np.ndarray:
+    """Lay tissue ``value`` over ``img`` where the soft ``mask`` is (partial volume at the edges)."""
+    return img * (1.0 - mask) + value * mask
 
 
 def ring_angles(rng: np.random.Generator, n: int, start: float, stop: float, jitter: float) -> np.ndarray:
