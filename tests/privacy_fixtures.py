@@ -72,3 +72,19 @@ def brute_ncc(cands: np.ndarray, refs: np.ndarray, max_shift: int = 4, flips: bo
                     best = np.maximum(best, zr @ z)
         out[i] = 1.0 - best
     return out
+
+
+def ct_slices(patients: int, slices: int, size: int, seed: int = 0) -> np.ndarray:
+    """(patients * slices, size, size) CT slices in [0, 1] from the bundled cohort's phantom generator."""
+    import fedsynth.data.cohort as cohort_gen
+    from fedsynth.data.normalise import hu_to_unit
+
+    out = []
+    for p in range(patients):
+        site = p % 3 + 1
+        scanner = cohort_gen.site_scanners("ct", site, seed)[site - 1]
+        rng = np.random.default_rng([seed, site, p])
+        img = cohort_gen.render_ct_patient(cohort_gen.sample_ct_patient(rng, scanner.patient_mix), slices, size,
+                                           scanner.fov)
+        out.append(hu_to_unit(cohort_gen.apply_ct_scanner(img, scanner, rng)).astype(np.float32))
+    return np.concatenate(out)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from privacy_fixtures import brute_ncc, brute_rmse, slices
+from privacy_fixtures import brute_ncc, brute_rmse, ct_slices, slices
 
 from fedsynth.privacy import GateConfig, ReferenceIndex, ncc_robust, pixel_rmse
 
@@ -32,15 +32,15 @@ def test_pixel_rmse_definition() -> None:
 
 @FAST
 @given(seed=st.integers(0, 10_000), n_ref=st.integers(1, 40), n_q=st.integers(1, 6),
-       prefilter=st.sampled_from([0, 2, 4, 8]), shard=st.sampled_from([64, 4096]), rough=st.booleans())
-def test_search_is_exact(seed: int, n_ref: int, n_q: int, prefilter: int, shard: int, rough: bool) -> None:
+       search=st.sampled_from(["pruned", "flat"]), shard=st.sampled_from([64, 4096]), rough=st.booleans())
+def test_search_is_exact(seed: int, n_ref: int, n_q: int, search: str, shard: int, rough: bool) -> None:
     rng = np.random.default_rng(seed)
     # Rough (white-noise) references defeat the low-pass bound and exercise the dense refinement.
     refs = rng.random((n_ref, 16, 16), dtype=np.float32) if rough else slices(n_ref, size=16, seed=seed)
     q = slices(n_q, size=16, seed=seed + 1)
     # Mix in near-copies so the nearest neighbour is sometimes very near.
     q[0] = np.roll(refs[rng.integers(n_ref)], (1, -2), (0, 1))[:, ::-1]
-    cfg = GateConfig(mode="absolute", thresholds={"pixel_rmse": 0.1, "ncc_robust": 0.1}, ncc_prefilter=prefilter,
+    cfg = GateConfig(mode="absolute", thresholds={"pixel_rmse": 0.1, "ncc_robust": 0.1}, search=search,
                      reference_shard=shard, memory_mb=16)
     index = ReferenceIndex(refs, cfg)
     for metric, brute in (("pixel_rmse", brute_rmse), ("ncc_robust", brute_ncc)):
@@ -52,13 +52,13 @@ def test_search_is_exact(seed: int, n_ref: int, n_q: int, prefilter: int, shard:
 
 
 @FAST
-@given(seed=st.integers(0, 10_000), prefilter=st.sampled_from([0, 3]))
-def test_leave_one_patient_out_never_matches_own_patient(seed: int, prefilter: int) -> None:
+@given(seed=st.integers(0, 10_000), search=st.sampled_from(["pruned", "flat"]))
+def test_leave_one_patient_out_never_matches_own_patient(seed: int, search: str) -> None:
     rng = np.random.default_rng(seed)
     refs = slices(30, size=16, seed=seed)
     groups = rng.integers(0, 5, size=30).astype(str)
     groups[:2] = ["a", "b"]  # at least two patients
-    cfg = GateConfig(mode="absolute", thresholds={"pixel_rmse": 0.1, "ncc_robust": 0.1}, ncc_prefilter=prefilter)
+    cfg = GateConfig(mode="absolute", thresholds={"pixel_rmse": 0.1, "ncc_robust": 0.1}, search=search)
     index = ReferenceIndex(refs, cfg)
     for metric, brute in (("pixel_rmse", brute_rmse), ("ncc_robust", brute_ncc)):
         dist, idx = index.search(metric, refs, query_groups=groups, reference_groups=groups)
@@ -79,3 +79,24 @@ def test_embedding_cache_is_reused(tmp_path) -> None:  # type: ignore[no-untyped
     d2, _ = b.search("ncc_robust", refs[:3])
     np.testing.assert_array_equal(d1, d2)
     assert sorted(p.name for p in tmp_path.rglob("*.npy")) == files
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), size=st.sampled_from([28, 32, 33]))
+def test_pruned_search_is_exact_and_prunes_on_realistic_slices(seed: int, size: int) -> None:
+    """CT slices of the cohort's phantom (adjacent slices are close, as in real scans): the bounds must skip most
+    pairs and still return exactly the brute-force nearest distance, including for planted near-copies."""
+    rng = np.random.default_rng(seed)
+    refs = ct_slices(patients=8, slices=30, size=size, seed=seed)
+    q = ct_slices(patients=2, slices=5, size=size, seed=seed + 1)
+    j = rng.integers(len(refs), size=3)
+    q[0] = np.roll(refs[j[0]], (2, -3), (0, 1))[::-1]
+    q[1] = np.clip(1.2 * refs[j[1]] + 0.03, 0, 1)
+    q[2] = np.clip(refs[j[2]] + rng.normal(0, 0.01, refs[j[2]].shape), 0, 1).astype(np.float32)
+    index = ReferenceIndex(refs, GateConfig(mode="absolute", thresholds={"pixel_rmse": 0.1, "ncc_robust": 0.1}))
+    for metric, brute in (("pixel_rmse", brute_rmse), ("ncc_robust", brute_ncc)):
+        want = brute(q, refs)
+        dist, idx = index.search(metric, q)
+        np.testing.assert_allclose(dist, want.min(axis=1), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(want[np.arange(len(q)), idx], want.min(axis=1), rtol=1e-4, atol=1e-5)
+        assert index.last_exact_fraction < 0.5, f"{metric}: the bounds pruned almost nothing"

@@ -35,10 +35,10 @@ class GateConfig(StrictModel):
         description="absolute mode: threshold per metric; calibrated mode: optional floor per metric")
     max_shift: int = Field(default=4, ge=0, le=16, description="ncc_robust: largest integer shift, pixels")
     flips: bool = Field(default=True, description="ncc_robust: also try horizontal/vertical flips")
-    ncc_prefilter: int = Field(
-        default=0, ge=0, le=64,
-        description="ncc_robust: low-pass frequencies (at 64x64, scaled with size) kept by the exact upper-bound prefilter "
-                    "(|k| <= this); 0 (default) = plain exhaustive faiss search over all transforms")
+    search: Literal["pruned", "flat"] = Field(
+        default="pruned",
+        description="exact nearest-neighbour strategy: 'pruned' (provable bounds, then exact re-check of the pairs "
+                    "they cannot rule out) or 'flat' (exhaustive faiss search); same answer, different speed")
     image_size: int | None = Field(default=None, ge=8, le=2048,
                                    description="resize candidates and references to this size; None: sizes must match")
     memory_mb: int = Field(default=256, ge=16, description="bound on the search's working memory per batch")

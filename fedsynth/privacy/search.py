@@ -1,43 +1,38 @@
 """Exact nearest-real-image search, batched and sharded so memory stays bounded.
 
 Exact means that the reported nearest reference is the true one (up to
-float32 rounding, which is re-checked in float64), never an approximation:
+float32 rounding, re-checked in float64), never an approximation. Two
+strategies, chosen by ``GateConfig.search``:
 
-``pixel_rmse`` (and ``random_vgg_rmse``)
-    faiss ``IndexFlatL2`` (a brute-force matrix product) over shards of
-    ``reference_shard`` references; the best ``k`` of each shard are
-    re-computed in float64 and the smallest kept, so float32 cancellation in
-    ``|x|^2 + |y|^2 - 2 x.y`` cannot pick the wrong neighbour.
+``pruned`` (default): bound, then refine
+    A cheap provable bound (:mod:`fedsynth.privacy.bounds`) is computed for
+    every (candidate, reference) pair as one matrix product; a reference is
+    re-checked at full resolution only if its bound says it *could* beat the
+    best exact distance found so far, visiting references in bound order.
 
-``ncc_robust``
-    max over 324 transforms T of <T z_x, z_y> on standardised images. The
-    default (``ncc_prefilter = 0``) is a faiss ``IndexFlatIP`` search with
-    the 324 transformed candidates as queries, 324x the work of one flat
-    search. ``ncc_prefilter = K > 0`` selects an exact *bound-and-refine*
-    scheme (measured: not faster than faiss on this CPU, see
-    docs/privacy.md; kept as an exact, tested option):
+    * ``pixel_rmse``: lower bound from b x b block means plus the norm of
+      what the blocks miss (~256 numbers per 64x64 image instead of 4096).
+      The 16 references with the smallest bound are checked exactly; a
+      candidate is done when the 16th-smallest bound is not below the best
+      exact distance, otherwise the remaining references under it are checked.
+    * ``ncc_robust``: a cascade of spectral upper bounds on the correlation
+      maximised over all 324 flips x shifts: first a shift-invariant bound
+      from Fourier magnitudes (two inner products per pair, all pairs), then
+      for the survivors bounds with more and more of the phase, and finally
+      the exact 324-transform correlation. Rough (noise-like) images defeat
+      the bounds; a candidate for which more than 30 % of the references
+      survive the first bound is checked against all of them in contiguous
+      blocks, as the flat search would.
 
-    1. P = orthogonal projection onto the low spatial frequencies
-       (|k_y|, |k_x| <= K). Circular shifts and flips map that frequency set
-       onto itself, so P commutes with every T, and by Cauchy-Schwarz
-       ``<T z_x, z_y> <= <T P z_x, P z_y> + |(1-P) z_x| |(1-P) z_y|``.
-       In a real Fourier basis P z is a short vector (2(2K+1)(K+1) numbers
-       instead of H*W) and a shift is a phase rotation of it, so the bound
-       for all 324 transforms and all references is one small matrix product.
-    2. For each candidate, references are visited in decreasing order of
-       their bound (chunks growing 16, 64, 256, ...). A reference whose bound
-       is not above the best exact value found so far is skipped; the rest get
-       the same bound with 2K frequencies (tighter), and only those still
-       above it are re-checked exactly (all 324 transforms, full resolution).
-       The visit stops at the first chunk whose bounds are all below the best
-       exact value. Bounds carry +1e-4 slack for float32 rounding, so every
-       skipped reference provably cannot be nearer.
+    Bounds carry slack for float32 rounding (1e-4 for correlations, relative
+    1e-6 for squared distances), so a reference is only ever skipped when it
+    provably cannot be nearer.
 
-    For smooth medical slices most references are pruned by the bound; for
-    white noise the bound is loose: once more than 20 % of the references
-    survive it for a candidate, they are all checked in large contiguous
-    blocks, so the scheme degrades to about the exhaustive search's cost.
-    K (``ncc_prefilter``) is given for 64x64 and scaled with the image size.
+``flat``: exhaustive faiss search
+    ``IndexFlatL2`` / ``IndexFlatIP`` over shards of ``reference_shard``
+    references (for ``ncc_robust`` with the 324 transformed candidates as
+    queries: 324x the work of one flat search); the best ``k`` of each shard
+    are re-computed in float64 for L2. ``random_vgg_rmse`` always uses it.
 
 Leave-one-patient-out queries (the calibration) pass ``query_groups`` and
 ``reference_groups``: references of the query's own group are excluded.
@@ -47,21 +42,48 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from fedsynth.io_utils import atomic_write
+from fedsynth.privacy.bounds import (
+    QueryParts,
+    SpectralStage,
+    exact_correlation,
+    flip_spectra,
+    magnitude_band,
+    ncc_stages,
+    pixel_bound_rows,
+    pixel_frequencies,
+    spectra,
+)
 from fedsynth.privacy.config import GateConfig
-from fedsynth.privacy.metrics import MetricSpec, metric_spec, transformed
+from fedsynth.privacy.metrics import MetricSpec, metric_spec, standardise, transformed
 
-__all__ = ["ReferenceIndex", "fingerprint", "lowpass_embedding", "lowpass_transformed"]
+__all__ = ["ReferenceIndex", "fingerprint"]
 
 log = logging.getLogger(__name__)
 
-_BOUND_SLACK = 1e-4  # float32 rounding of the bound is far below this
-_REFINE_CHUNK = 16
-_DENSE_FRACTION = 0.2  # above this share of surviving references, refine in large blocks
+_NCC_SLACK = 1e-4  # absolute, on correlations in [-1, 1]: float32 rounding of the bounds is far below it
+_L2_SLACK = 1e-4  # relative to |x|^2 + |y|^2: float32 storage and float32 faiss arithmetic of the pooled bound
+_PIXEL_FIRST = 16  # references checked exactly before the bound decides whether more are needed
+_NCC_FIRST = 4
+_EXACT_CHUNK = 8
+_DENSE_FRACTION = 0.3  # above this share of surviving references, refine everything in contiguous blocks
+
+
+def _workers() -> int:
+    """Cores this process may use (the affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def fingerprint(images: np.ndarray) -> str:
@@ -70,57 +92,6 @@ def fingerprint(images: np.ndarray) -> str:
     for i in range(0, len(images), 1024):
         h.update(np.ascontiguousarray(images[i : i + 1024], dtype="<f4").tobytes())
     return h.hexdigest()
-
-
-def _freqs(h: int, w: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Signed row frequencies, column frequencies and Parseval weights of the kept rfft2 bins."""
-    k = min(k, (h - 1) // 2, (w - 1) // 2)
-    ky = np.r_[np.arange(0, k + 1), np.arange(-k, 0)]
-    kx = np.arange(0, k + 1)
-    weight = np.where(kx == 0, 1.0, 2.0)  # kx > 0 bins stand for themselves and their conjugate
-    return ky, kx, np.broadcast_to(weight, (len(ky), len(kx)))
-
-
-def lowpass_embedding(z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Standardised (N, H, W) → (P z as real vectors (N, d), residual norms |(1-P) z| (N,)).
-
-    ``<a, b> = sum w/(HW) Re(A conj B)`` over the kept bins equals the inner
-    product of the low-passed images (Parseval), so the rows of the
-    embedding have exactly the low-passed images' inner products.
-    """
-    n, h, w = z.shape
-    ky, kx, weight = _freqs(h, w, k)
-    f = np.fft.rfft2(np.asarray(z, np.float64))[:, ky[:, None] % h, kx[None, :]]
-    scale = np.sqrt(weight / (h * w))
-    emb = np.concatenate([(f.real * scale).reshape(n, -1), (f.imag * scale).reshape(n, -1)], axis=1)
-    total = np.einsum("nhw,nhw->n", np.asarray(z, np.float64), np.asarray(z, np.float64))
-    resid = np.sqrt(np.maximum(total - np.einsum("nd,nd->n", emb, emb), 0.0))
-    return emb.astype(np.float32), resid.astype(np.float32)
-
-
-def lowpass_transformed(z: np.ndarray, k: int, max_shift: int, flips: bool) -> np.ndarray:
-    """(B, H, W) standardised → (B, T, d): low-pass embedding of every flip × circular shift.
-
-    Same transform order as :func:`fedsynth.privacy.metrics.transformed` (the
-    order is irrelevant for the max, the set is what matters).
-    """
-    b, h, w = z.shape
-    ky, kx, weight = _freqs(h, w, k)
-    variants = [z]
-    if flips:
-        variants += [z[:, :, ::-1], z[:, ::-1, :], z[:, ::-1, ::-1]]
-    s = np.arange(-max_shift, max_shift + 1)
-    # Rolling by (dy, dx) multiplies bin (ky, kx) by exp(-2πi (ky dy / H + kx dx / W)).
-    sy, sx = np.meshgrid(s, s, indexing="ij")
-    phase = np.exp(-2j * np.pi * (sy.reshape(-1, 1, 1) * ky[None, :, None] / h
-                                  + sx.reshape(-1, 1, 1) * kx[None, None, :] / w)).astype(np.complex64)
-    scale = np.sqrt(weight / (h * w))
-    out = []
-    for v in variants:
-        f = (np.fft.rfft2(np.asarray(v, np.float64))[:, ky[:, None] % h, kx[None, :]] * scale).astype(np.complex64)
-        g = f[:, None] * phase[None]  # (B, S, ky, kx)
-        out.append(np.concatenate([g.real.reshape(b, len(phase), -1), g.imag.reshape(b, len(phase), -1)], axis=2))
-    return np.concatenate(out, axis=1).astype(np.float32)
 
 
 class ReferenceIndex:
@@ -140,7 +111,7 @@ class ReferenceIndex:
     def spec(self, metric: str) -> MetricSpec:
         return metric_spec(metric, self.cfg)
 
-    def _cached(self, name: str, build: object) -> np.ndarray:
+    def _cached(self, name: str, build: Callable[[], np.ndarray]) -> np.ndarray:
         if name in self._emb:
             return self._emb[name]
         path = self.cache / f"{name}.npy" if self.cache else None
@@ -153,7 +124,7 @@ class ReferenceIndex:
             except (OSError, ValueError):
                 emb = None
         if emb is None:
-            emb = np.ascontiguousarray(build(), dtype=np.float32)  # type: ignore[operator]
+            emb = np.ascontiguousarray(build(), dtype=np.float32)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_write(path) as fh:
@@ -170,20 +141,6 @@ class ReferenceIndex:
                                    for i in range(0, len(self.references), 4096)])
 
         return self._cached(metric, build)
-
-    def _lowpass(self, k: int) -> np.ndarray:
-        """(N, d + 1): low-pass (|k| <= ``k``) embedding of the standardised references, residual norm last."""
-        z = self.embedded("ncc_robust")
-        shape = self.references.shape[1:]
-
-        def build() -> np.ndarray:
-            parts = []
-            for i in range(0, len(z), 4096):
-                emb, res = lowpass_embedding(np.asarray(z[i : i + 4096]).reshape(-1, *shape), k)
-                parts.append(np.concatenate([emb, res[:, None]], axis=1))
-            return np.concatenate(parts)
-
-        return self._cached(f"ncc_robust-lowpass{k}", build)
 
     def search(
         self,
@@ -204,7 +161,9 @@ class ReferenceIndex:
             query_groups = np.asarray(query_groups).astype(str)
             reference_groups = np.asarray(reference_groups).astype(str)
         queries = np.asarray(queries, np.float32)
-        if metric == "ncc_robust" and self.cfg.ncc_prefilter > 0:
+        if self.cfg.search == "pruned" and metric == "pixel_rmse":
+            return self._search_pixel_pruned(queries, query_groups, reference_groups)
+        if self.cfg.search == "pruned" and metric == "ncc_robust":
             return self._search_ncc_pruned(queries, query_groups, reference_groups)
         return self._search_flat(metric, queries, query_groups, reference_groups)
 
@@ -260,86 +219,215 @@ class ReferenceIndex:
         dist = np.where(best_idx >= 0, spec.to_distance(best, dim), np.inf)
         return dist, best_idx
 
+    def _rows(self, name: str, source: np.ndarray, shape: tuple[int, int],
+              embed: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Cached per-reference bound rows, built in chunks of 4096 images."""
+        def build() -> np.ndarray:
+            return np.concatenate([embed(np.asarray(source[i : i + 4096], np.float32).reshape(-1, *shape))
+                                   for i in range(0, len(source), 4096)])
+
+        return self._cached(name, build)
+
+    @staticmethod
+    def _excluded(query_groups: np.ndarray | None, reference_groups: np.ndarray | None,
+                  sl: slice) -> np.ndarray | None:
+        if query_groups is None or reference_groups is None:
+            return None
+        return query_groups[sl, None] == reference_groups[None, :]
+
+    def _search_pixel_pruned(self, queries: np.ndarray, query_groups: np.ndarray | None,
+                             reference_groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact ``pixel_rmse`` nearest neighbour: pooled lower bound, exact check of the few references it allows.
+
+        faiss finds, per candidate, the ``_PIXEL_FIRST`` references with the
+        smallest bound (no candidates x references matrix is materialised);
+        those are checked exactly in float64. If the largest of their bounds
+        is not below the best exact distance, no other reference can be
+        nearer; otherwise the candidate's whole bound row is computed and
+        every reference under the best distance is checked.
+        """
+        import faiss
+
+        n, h, w = self.references.shape
+        kf = pixel_frequencies(h, w)
+        emb = self._rows(f"pixel_rmse-lowpass{kf}", self.references, (h, w), lambda x: pixel_bound_rows(x, kf))
+        emb = np.ascontiguousarray(emb)
+        en = np.einsum("nd,nd->n", emb.astype(np.float64), emb.astype(np.float64))
+        index = faiss.IndexFlatL2(emb.shape[1])
+        index.add(emb)
+        refs = self.references.reshape(n, h * w)
+        k = _PIXEL_FIRST
+        if query_groups is not None:  # the query's own group may fill the first hits: ask for that many more
+            k += int(np.unique(reference_groups, return_counts=True)[1].max())
+        k = min(k, n)
+        batch = int(np.clip(self.cfg.memory_mb * 2**20 // (8 * k * h * w + 64 * k), 1, 4096))
+        best = np.full(len(queries), np.inf)
+        best_idx = np.full(len(queries), -1, dtype=np.int64)
+        n_exact = 0
+        for q0 in range(0, len(queries), batch):
+            sl = slice(q0, q0 + batch)
+            qb = queries[sl].reshape(-1, h * w)
+            qe = pixel_bound_rows(queries[sl], kf).astype(np.float64)
+            qen = np.einsum("nd,nd->n", qe, qe)
+            lb, sel = index.search(qe.astype(np.float32), k)
+            # faiss's float32 |x|^2 + |y|^2 - 2xy: subtract a rounding margin so the bound stays a lower bound.
+            lb = lb.astype(np.float64) - _L2_SLACK * (qen[:, None] + en[sel]) - 1e-9
+            # Every reference outside the k hits has a bound >= the k-th hit's (faiss returns them sorted).
+            kth = lb[:, -1].copy() if k < n else np.full(len(qb), np.inf)
+            valid = sel >= 0
+            if query_groups is not None:
+                valid &= reference_groups[np.where(valid, sel, 0)] != query_groups[sl, None]
+            lb[~valid] = np.inf
+            exact = np.full(sel.shape, np.inf)
+            for c0 in range(0, len(qb), 64):
+                diff = qb[c0 : c0 + 64, None, :].astype(np.float64) - refs[np.where(valid, sel, 0)[c0 : c0 + 64]]
+                exact[c0 : c0 + 64] = np.einsum("qkd,qkd->qk", diff, diff)
+            exact[~valid] = np.inf
+            n_exact += int(valid.sum())
+            rows = np.arange(len(qb))
+            j = np.argmin(exact, axis=1)
+            top, top_idx = exact[rows, j], np.where(np.isfinite(exact[rows, j]), sel[rows, j], -1)
+            # The first hits did not settle these: bound against every reference (float32 product, same
+            # rounding margin), then check every reference under the best distance, nearest bound first.
+            unsettled = np.flatnonzero(kth < top)
+            per = max(1, int(self.cfg.memory_mb * 2**20 // (24 * n)))
+            for u0 in range(0, len(unsettled), per):
+                part = unsettled[u0 : u0 + per]
+                full = qen[part, None] + en[None, :]
+                full = full - 2.0 * (qe[part].astype(np.float32) @ emb.T) - _L2_SLACK * full - 1e-9
+                full[np.arange(len(part))[:, None], sel[part]] = np.inf  # already checked
+                if query_groups is not None:
+                    full[query_groups[q0 + part, None] == reference_groups[None, :]] = np.inf
+                for r, i in enumerate(part):
+                    top[i], top_idx[i], checked = self._refine_pixel(qb[i], full[r], top[i], top_idx[i])
+                    n_exact += checked
+            best[sl], best_idx[sl] = top, top_idx
+        self.last_exact_fraction = n_exact / max(1, len(queries) * n)
+        log.debug("pixel_rmse: exact checks for %.2f%% of %d x %d pairs", 100 * self.last_exact_fraction,
+                  len(queries), n)
+        return np.where(best_idx >= 0, np.sqrt(np.maximum(best, 0.0) / (h * w)), np.inf), best_idx
+
+    def _refine_pixel(self, q: np.ndarray, lb: np.ndarray, top: float, top_idx: int) -> tuple[float, int, int]:
+        """Check exactly, in increasing bound order, every reference whose lower bound ``lb`` is under ``top``."""
+        refs = self.references.reshape(len(lb), -1)
+        cand = np.flatnonzero(lb < top)
+        cand = cand[np.argsort(lb[cand], kind="stable")]
+        checked = 0
+        for c0 in range(0, len(cand), 64):
+            c = cand[c0 : c0 + 64]
+            c = np.sort(c[lb[c] < top])
+            if len(c) == 0:
+                break  # sorted: every later bound is larger still
+            diff = q.astype(np.float64) - refs[c]
+            d2 = np.einsum("kd,kd->k", diff, diff)
+            checked += len(c)
+            j = int(np.argmin(d2))
+            if d2[j] < top:
+                top, top_idx = float(d2[j]), int(c[j])
+        return top, top_idx, checked
+
     def _search_ncc_pruned(self, queries: np.ndarray, query_groups: np.ndarray | None,
                            reference_groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Exact ``ncc_robust`` nearest neighbour by low-pass upper bound + exact refinement."""
-        from fedsynth.privacy.metrics import standardise
-
+        """Exact ``ncc_robust`` nearest neighbour by a cascade of spectral upper bounds + exact refinement."""
         cfg = self.cfg
         spec = self.spec("ncc_robust")
+        n, h, w = self.references.shape
         z_ref = self.embedded("ncc_robust")
-        h, w = queries.shape[1:]
-        # ncc_prefilter is given for 64x64 slices; the same smoothness in pixels has proportionally more
-        # frequencies at a larger size, so K scales with the image.
-        k1 = max(1, round(cfg.ncc_prefilter * min(h, w) / 64))
-        k2 = 2 * k1
-        low = self._lowpass(k1)
-        low2 = self._lowpass(k2)
-        n, d1 = low.shape
-        t = spec.n_transforms
-        shard = min(cfg.reference_shard, n)
-        batch = max(1, int(cfg.memory_mb * 2**20 // (4 * (t * (shard + d1) + n + 2 * t * h * w))))
+        stages = ncc_stages(h, w)
+        widths = [s.phase_dim + magnitude_band(np.zeros((1, h, w // 2 + 1), np.complex64), h, w, s.kp, s.km).shape[1] + 1
+                  for s in stages]
+        edges = np.cumsum([0, *widths])
+        # One cached array holds every stage's rows (one FFT per reference builds them all).
+        all_rows = self._rows(
+            "ncc_robust-bounds-" + "-".join(f"{s.kp}.{s.km}" for s in stages), z_ref, (h, w),
+            lambda z: np.concatenate([s.reference_rows(spec) for spec in [spectra(z)] for s in stages], axis=1))
+        rows = [all_rows[:, edges[k] : edges[k + 1]] for k in range(len(stages))]
+        first_rows = np.ascontiguousarray(rows[0])
+        batch = int(np.clip(cfg.memory_mb * 2**20 // (12 * n), 1, 512))
         best = np.full(len(queries), -np.inf)
         best_idx = np.full(len(queries), -1, dtype=np.int64)
         n_exact = 0
         for q0 in range(0, len(queries), batch):
-            zq = standardise(queries[q0 : q0 + batch]).reshape(-1, h, w)
-            b = len(zq)
-            _, res = lowpass_embedding(zq, k1)
-            _, res2 = lowpass_embedding(zq, k2)
-            qt = lowpass_transformed(zq, k1, cfg.max_shift, cfg.flips)  # (b, T, d)
-            qt = np.concatenate([qt, np.broadcast_to(res[:, None, None], (b, t, 1))], axis=2).reshape(b * t, d1)
-            bound = np.empty((b, n), dtype=np.float32)
-            for s0 in range(0, n, shard):
-                blk = np.ascontiguousarray(low[s0 : s0 + shard])
-                bound[:, s0 : s0 + len(blk)] = (qt @ blk.T).reshape(b, t, len(blk)).max(axis=1)
-            bound += _BOUND_SLACK
-            if query_groups is not None:
-                bound[query_groups[q0 : q0 + b, None] == reference_groups[None, :]] = -np.inf
-            order = np.argsort(-bound, axis=1, kind="stable")
-            # Second, tighter bound (4x the frequencies) on the references the first could not prune.
-            qt2 = lowpass_transformed(zq, k2, cfg.max_shift, cfg.flips)
-            qt2 = np.concatenate([qt2, np.broadcast_to(res2[:, None, None], (b, t, 1))], axis=2)
-            for i in range(b):
-                zt: np.ndarray | None = None
-                top, top_idx = -np.inf, -1
-                p, chunk = 0, _REFINE_CHUNK
-                while p < n:
-                    idx = order[i, p : p + chunk]
-                    p, chunk = p + len(idx), min(4 * chunk, 1024)
-                    idx = idx[bound[i, idx] > top]
-                    if len(idx) == 0:
-                        break
-                    if zt is not None and (bound[i] > top).sum() > _DENSE_FRACTION * n:
-                        # The bound prunes too little for this candidate (rough texture): check every
-                        # reference still above it in large blocks, as the exhaustive search would.
-                        # Contiguous blocks (no gather copy); excluded references keep a -inf bound.
-                        for r0 in range(0, n, 2048):
-                            exact = (zt @ np.asarray(z_ref[r0 : r0 + 2048]).T).max(axis=0)
-                            exact[~np.isfinite(bound[i, r0 : r0 + len(exact)])] = -np.inf
-                            n_exact += len(exact)
-                            j = int(np.argmax(exact))
-                            if exact[j] > top:
-                                top, top_idx = float(exact[j]), r0 + j
-                        break
-                    idx = np.sort(idx)
-                    b2 = (qt2[i] @ np.asarray(low2[idx]).T).max(axis=0) + _BOUND_SLACK
-                    idx = idx[b2 > top]
-                    if len(idx) == 0:
-                        continue
-                    if zt is None:
-                        zt = transformed(zq[i : i + 1], cfg.max_shift, cfg.flips).reshape(t, h * w)
-                    exact = (zt @ np.asarray(z_ref[idx]).T).max(axis=0)
-                    n_exact += len(idx)
-                    j = int(np.argmax(exact))
-                    if exact[j] > top:
-                        top, top_idx = float(exact[j]), int(idx[j])
-                best[q0 + i], best_idx[q0 + i] = top, top_idx
-        log.debug("ncc_robust: %d exact pair checks for %d queries x %d references (%.1f%%)",
-                  n_exact, len(queries), n, 100 * n_exact / max(1, len(queries) * n))
+            sl = slice(q0, q0 + batch)
+            zq = standardise(queries[sl]).reshape(-1, h, w)
+            _, mag, res = stages[0].query_parts(flip_spectra(zq, cfg.flips), cfg.max_shift)
+            # First bound, all pairs: shift-invariant magnitudes (one product per magnitude variant).
+            u = np.max([mag[:, v] @ first_rows[:, :-1].T for v in range(mag.shape[1])], axis=0)
+            u += res[:, None] * first_rows[None, :, -1] + _NCC_SLACK
+            excluded = self._excluded(query_groups, reference_groups, sl)
+            if excluded is not None:
+                u[excluded] = -np.inf
+            # Refinement is many small products: multi-threaded BLAS only adds hand-off cost to them, so each
+            # candidate runs single-threaded and the cores take different candidates.
+            with threadpool_limits(1), ThreadPoolExecutor(_workers()) as pool:
+                jobs = pool.map(self._refine_ncc, (zq[i : i + 1] for i in range(len(zq))), u,
+                                repeat(stages), repeat(rows), repeat(z_ref))
+                for i, (top, top_idx, checked) in enumerate(jobs):
+                    n_exact += checked
+                    best[q0 + i], best_idx[q0 + i] = top, top_idx
         self.last_exact_fraction = n_exact / max(1, len(queries) * n)
-        dist = np.where(best_idx >= 0, spec.to_distance(best, h * w), np.inf)
-        return dist, best_idx
+        log.debug("ncc_robust: exact checks for %.2f%% of %d x %d pairs", 100 * self.last_exact_fraction,
+                  len(queries), n)
+        return np.where(best_idx >= 0, spec.to_distance(best, h * w), np.inf), best_idx
+
+    def _refine_ncc(self, zq: np.ndarray, u: np.ndarray, stages: list[SpectralStage], rows: list[np.ndarray],
+                    z_ref: np.ndarray) -> tuple[float, int, int]:
+        """Best correlation of one standardised query (1, H, W) given its first-stage bounds ``u`` (N,)."""
+        cfg = self.cfg
+        n = len(u)
+        t = self.spec("ncc_robust").n_transforms
+        top, top_idx, checked = -np.inf, -1, 0
+        first = min(_NCC_FIRST, n)
+        head = np.argpartition(-u, first - 1)[:first] if first < n else np.arange(n)
+        head = np.sort(head[np.isfinite(u[head])])
+        parts: dict[int, QueryParts] = {}
+        variants = flip_spectra(zq, cfg.flips)
+        for phase in ("head", "rest"):
+            if phase == "head":
+                cand = head
+            else:
+                alive = u > top
+                alive[head] = False
+                cand = np.flatnonzero(alive)
+            bound = u[cand]  # cand is sorted by index (contiguous-ish gathers); bounds follow it
+            for k, stage in enumerate(stages[1:], start=1):
+                keep = bound > top
+                cand, bound = cand[keep], bound[keep]
+                if len(cand) == 0:
+                    break
+                if k >= 2 and len(cand) > _DENSE_FRACTION * n:
+                    # The bounds prune too little for this candidate (rough texture): check every reference
+                    # still in play in contiguous blocks, as the exhaustive search would.
+                    alive = np.zeros(n, dtype=bool)
+                    alive[cand] = True
+                    zt = transformed(zq, cfg.max_shift, cfg.flips).reshape(t, -1)
+                    for r0 in range(0, n, 2048):
+                        exact = (zt @ np.asarray(z_ref[r0 : r0 + 2048]).T).max(axis=0)
+                        exact[~alive[r0 : r0 + 2048]] = -np.inf
+                        checked += int(alive[r0 : r0 + 2048].sum())
+                        j = int(np.argmax(exact))
+                        if exact[j] > top:
+                            top, top_idx = float(exact[j]), r0 + j
+                    cand, bound = cand[:0], bound[:0]
+                    break
+                if k not in parts:
+                    parts[k] = stage.query_parts(variants, cfg.max_shift)
+                bound = stage.bound(parts[k], 0, np.asarray(rows[k][cand])) + _NCC_SLACK  # cand stays sorted
+            keep = bound > top
+            cand, bound = cand[keep], bound[keep]
+            order = np.argsort(-bound, kind="stable")
+            cand, bound = cand[order], bound[order]
+            for c0 in range(0, len(cand), _EXACT_CHUNK):
+                c, b = cand[c0 : c0 + _EXACT_CHUNK], bound[c0 : c0 + _EXACT_CHUNK]
+                c = np.sort(c[b > top])
+                if len(c) == 0:
+                    break  # sorted: every later bound is lower still
+                exact = exact_correlation(variants, np.asarray(z_ref[c]).reshape(-1, *zq.shape[1:]), cfg.max_shift)
+                checked += len(c)
+                j = int(np.argmax(exact))
+                if exact[j] > top:
+                    top, top_idx = float(exact[j]), int(c[j])
+        return top, top_idx, checked
 
     def recheck(self, metric: str, queries: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Float64 distance of each query to its found nearest reference (the certified value)."""
