@@ -241,7 +241,7 @@ class ReferenceIndex:
 
         faiss finds, per candidate, the ``_PIXEL_FIRST`` references with the
         smallest bound (no candidates x references matrix is materialised);
-        those are checked exactly in float64. If the largest of their bounds
+        those are checked exactly (float32 differences). If the largest of their bounds
         is not below the best exact distance, no other reference can be
         nearer; otherwise the candidate's whole bound row is computed and
         every reference under the best distance is checked.
@@ -278,9 +278,11 @@ class ReferenceIndex:
             if query_groups is not None:
                 valid &= reference_groups[np.where(valid, sel, 0)] != query_groups[sl, None]
             lb[~valid] = np.inf
+            # Float32 differences (no cancellation: the squares of the differences are summed directly);
+            # the pair finally chosen is re-computed in float64 by the gate (``recheck``).
             exact = np.full(sel.shape, np.inf)
             for c0 in range(0, len(qb), 64):
-                diff = qb[c0 : c0 + 64, None, :].astype(np.float64) - refs[np.where(valid, sel, 0)[c0 : c0 + 64]]
+                diff = qb[c0 : c0 + 64, None, :] - refs[np.where(valid, sel, 0)[c0 : c0 + 64]]
                 exact[c0 : c0 + 64] = np.einsum("qkd,qkd->qk", diff, diff)
             exact[~valid] = np.inf
             n_exact += int(valid.sum())
@@ -318,8 +320,8 @@ class ReferenceIndex:
             c = np.sort(c[lb[c] < top])
             if len(c) == 0:
                 break  # sorted: every later bound is larger still
-            diff = q.astype(np.float64) - refs[c]
-            d2 = np.einsum("kd,kd->k", diff, diff)
+            diff = q - refs[c]
+            d2 = np.einsum("kd,kd->k", diff, diff).astype(np.float64)
             checked += len(c)
             j = int(np.argmin(d2))
             if d2[j] < top:

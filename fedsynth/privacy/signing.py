@@ -152,9 +152,11 @@ def verify_certificate(signed: Any, public_key: Any, images: np.ndarray) -> dict
 
 
 def _check_consistency(cert: dict[str, Any]) -> None:
-    """Every published image was accepted, and every accepted one clears every threshold."""
+    """Every published image was accepted, and every accepted one clears every threshold (plus the stated margin)."""
     try:
-        thresholds = {m: float(v["threshold"]) for m, v in cert["metrics"].items()}
+        margin = cert.get("acceptance_margin", {"relative": 0.0, "absolute": 0.0})  # absent: older certificates
+        thresholds = {m: float(v["threshold"]) * (1.0 + float(margin["relative"])) + float(margin["absolute"])
+                      for m, v in cert["metrics"].items()}
         candidates = cert["images"]
         published = cert["published"]
         accepted = [c for c in candidates if c["accepted"]]
