@@ -10,11 +10,12 @@ strategies, chosen by ``GateConfig.search``:
     re-checked at full resolution only if its bound says it *could* beat the
     best exact distance found so far, visiting references in bound order.
 
-    * ``pixel_rmse``: lower bound from b x b block means plus the norm of
-      what the blocks miss (~256 numbers per 64x64 image instead of 4096).
-      The 16 references with the smallest bound are checked exactly; a
-      candidate is done when the 16th-smallest bound is not below the best
-      exact distance, otherwise the remaining references under it are checked.
+    * ``pixel_rmse``: lower bound from the low spatial frequencies plus the
+      norm of the rest (651 numbers per 64x64 image instead of 4096), searched
+      with a faiss flat index. The 4 references with the smallest bound are
+      checked exactly; a candidate is done when the 4th-smallest bound is not
+      below the best exact distance, otherwise 64 deeper hits, then (rarely)
+      the whole bound row, are checked wherever the bound is under the best.
     * ``ncc_robust``: a cascade of spectral upper bounds on the correlation
       maximised over all 324 flips x shifts: first a shift-invariant bound
       from Fourier magnitudes (two inner products per pair, all pairs), then
@@ -72,7 +73,7 @@ log = logging.getLogger(__name__)
 
 _NCC_SLACK = 1e-4  # absolute, on correlations in [-1, 1]: float32 rounding of the bounds is far below it
 _L2_SLACK = 1e-4  # relative to |x|^2 + |y|^2: float32 storage and float32 faiss arithmetic of the pooled bound
-_PIXEL_FIRST = 16  # references checked exactly before the bound decides whether more are needed
+_PIXEL_FIRST = 4  # references checked exactly before the bound decides whether more are needed (measured best)
 _NCC_FIRST = 4
 _EXACT_CHUNK = 8
 _DENSE_FRACTION = 0.3  # above this share of surviving references, refine everything in contiguous blocks
@@ -237,71 +238,95 @@ class ReferenceIndex:
 
     def _search_pixel_pruned(self, queries: np.ndarray, query_groups: np.ndarray | None,
                              reference_groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Exact ``pixel_rmse`` nearest neighbour: pooled lower bound, exact check of the few references it allows.
+        """Exact ``pixel_rmse`` nearest neighbour: low-pass lower bound, exact check of the few references it allows.
 
-        faiss finds, per candidate, the ``_PIXEL_FIRST`` references with the
-        smallest bound (no candidates x references matrix is materialised);
-        those are checked exactly (float32 differences). If the largest of their bounds
-        is not below the best exact distance, no other reference can be
-        nearer; otherwise the candidate's whole bound row is computed and
-        every reference under the best distance is checked.
+        Rounds of growing depth: faiss finds, per candidate, the ``_PIXEL_FIRST``
+        references with the smallest bound (no candidates x references matrix
+        is materialised); those are checked exactly (float32 differences). A
+        candidate is settled when the deepest hit's bound is not below its
+        best exact distance: no other reference can be nearer. Unsettled
+        candidates get 16x deeper hits, then, if still unsettled, their whole
+        bound row; every reference whose bound is under the best distance is
+        checked, smallest bound first.
         """
         import faiss
 
         n, h, w = self.references.shape
         kf = pixel_frequencies(h, w)
-        emb = self._rows(f"pixel_rmse-lowpass{kf}", self.references, (h, w), lambda x: pixel_bound_rows(x, kf))
-        emb = np.ascontiguousarray(emb)
+        emb = np.ascontiguousarray(
+            self._rows(f"pixel_rmse-lowpass{kf}", self.references, (h, w), lambda x: pixel_bound_rows(x, kf)))
         en = np.einsum("nd,nd->n", emb.astype(np.float64), emb.astype(np.float64))
+        en_loose = ((1.0 - _L2_SLACK) * en).astype(np.float32)
         index = faiss.IndexFlatL2(emb.shape[1])
         index.add(emb)
         refs = self.references.reshape(n, h * w)
-        k = _PIXEL_FIRST
+        extra = 0
         if query_groups is not None:  # the query's own group may fill the first hits: ask for that many more
-            k += int(np.unique(reference_groups, return_counts=True)[1].max())
-        k = min(k, n)
+            extra = int(np.unique(reference_groups, return_counts=True)[1].max())
+        k = min(_PIXEL_FIRST + extra, n)
         batch = int(np.clip(self.cfg.memory_mb * 2**20 // (8 * k * h * w + 64 * k), 1, 4096))
+
+        def hits(qe: np.ndarray, qen: np.ndarray, groups: np.ndarray | None, depth: int) -> tuple[np.ndarray, ...]:
+            """faiss's ``depth`` smallest bounds: (safe bounds (B, depth) with excluded = inf, ids, safe bound of the deepest)."""
+            raw, sel = index.search(qe.astype(np.float32), depth)
+            # faiss's float32 |x|^2 + |y|^2 - 2xy: subtract a rounding margin so the bound stays a lower bound.
+            lb = raw.astype(np.float64) - _L2_SLACK * (qen[:, None] + en[np.maximum(sel, 0)]) - 1e-9
+            deepest = lb[:, -1].copy() if depth < n else np.full(len(lb), np.inf)
+            valid = sel >= 0
+            if groups is not None:
+                valid &= reference_groups[np.maximum(sel, 0)] != groups[:, None]
+            lb[~valid] = np.inf
+            return lb, np.maximum(sel, 0), deepest
+
         best = np.full(len(queries), np.inf)
         best_idx = np.full(len(queries), -1, dtype=np.int64)
         n_exact = 0
         for q0 in range(0, len(queries), batch):
             sl = slice(q0, q0 + batch)
+            groups = query_groups[sl] if query_groups is not None else None
             qb = queries[sl].reshape(-1, h * w)
             qe = pixel_bound_rows(queries[sl], kf).astype(np.float64)
             qen = np.einsum("nd,nd->n", qe, qe)
-            lb, sel = index.search(qe.astype(np.float32), k)
-            # faiss's float32 |x|^2 + |y|^2 - 2xy: subtract a rounding margin so the bound stays a lower bound.
-            lb = lb.astype(np.float64) - _L2_SLACK * (qen[:, None] + en[sel]) - 1e-9
-            # Every reference outside the k hits has a bound >= the k-th hit's (faiss returns them sorted).
-            kth = lb[:, -1].copy() if k < n else np.full(len(qb), np.inf)
-            valid = sel >= 0
-            if query_groups is not None:
-                valid &= reference_groups[np.where(valid, sel, 0)] != query_groups[sl, None]
-            lb[~valid] = np.inf
+            lb, sel, deepest = hits(qe, qen, groups, k)
             # Float32 differences (no cancellation: the squares of the differences are summed directly);
             # the pair finally chosen is re-computed in float64 by the gate (``recheck``).
             exact = np.full(sel.shape, np.inf)
             for c0 in range(0, len(qb), 64):
-                diff = qb[c0 : c0 + 64, None, :] - refs[np.where(valid, sel, 0)[c0 : c0 + 64]]
+                diff = qb[c0 : c0 + 64, None, :] - refs[sel[c0 : c0 + 64]]
                 exact[c0 : c0 + 64] = np.einsum("qkd,qkd->qk", diff, diff)
-            exact[~valid] = np.inf
-            n_exact += int(valid.sum())
+            exact[~np.isfinite(lb)] = np.inf
+            n_exact += int(np.isfinite(lb).sum())
             rows = np.arange(len(qb))
             j = np.argmin(exact, axis=1)
             top, top_idx = exact[rows, j], np.where(np.isfinite(exact[rows, j]), sel[rows, j], -1)
-            # The first hits did not settle these: bound against every reference (float32 product, same
-            # rounding margin), then check every reference under the best distance, nearest bound first.
-            unsettled = np.flatnonzero(kth < top)
-            per = max(1, int(self.cfg.memory_mb * 2**20 // (24 * n)))
+            unsettled = np.flatnonzero(deepest < top)
+            if len(unsettled) and k < n:  # round 2: deeper hits for the few the first ones did not settle
+                depth = min(n, 16 * k)
+                lb2, sel2, deepest2 = hits(qe[unsettled], qen[unsettled],
+                                           groups[unsettled] if groups is not None else None, depth)
+                still = []
+                for r, i in enumerate(unsettled):
+                    fresh = ~np.isin(sel2[r], sel[i]) & (lb2[r] < top[i])
+                    top[i], top_idx[i], checked = self._refine_pixel(qb[i], sel2[r][fresh], lb2[r][fresh],
+                                                                      top[i], top_idx[i])
+                    n_exact += checked
+                    if deepest2[r] < top[i]:
+                        still.append(i)
+                unsettled = np.asarray(still, dtype=np.int64)
+            # Round 3: the whole bound row (float32 product, same rounding margin) for whatever is left.
+            per = max(1, int(self.cfg.memory_mb * 2**20 // (8 * n)))
             for u0 in range(0, len(unsettled), per):
                 part = unsettled[u0 : u0 + per]
-                full = qen[part, None] + en[None, :]
-                full = full - 2.0 * (qe[part].astype(np.float32) @ emb.T) - _L2_SLACK * full - 1e-9
-                full[np.arange(len(part))[:, None], sel[part]] = np.inf  # already checked
+                full = qe[part].astype(np.float32) @ emb.T
+                full *= -2.0
+                full += en_loose[None, :]
+                full += ((1.0 - _L2_SLACK) * qen[part] - 1e-9).astype(np.float32)[:, None]
                 if query_groups is not None:
-                    full[query_groups[q0 + part, None] == reference_groups[None, :]] = np.inf
+                    full[groups[part, None] == reference_groups[None, :]] = np.inf
                 for r, i in enumerate(part):
-                    top[i], top_idx[i], checked = self._refine_pixel(qb[i], full[r], top[i], top_idx[i])
+                    cand = np.flatnonzero(full[r] < top[i])
+                    cand = cand[np.argsort(full[r, cand], kind="stable")]
+                    top[i], top_idx[i], checked = self._refine_pixel(qb[i], cand, full[r, cand], top[i], top_idx[i])
                     n_exact += checked
             best[sl], best_idx[sl] = top, top_idx
         self.last_exact_fraction = n_exact / max(1, len(queries) * n)
@@ -309,15 +334,14 @@ class ReferenceIndex:
                   len(queries), n)
         return np.where(best_idx >= 0, np.sqrt(np.maximum(best, 0.0) / (h * w)), np.inf), best_idx
 
-    def _refine_pixel(self, q: np.ndarray, lb: np.ndarray, top: float, top_idx: int) -> tuple[float, int, int]:
-        """Check exactly, in increasing bound order, every reference whose lower bound ``lb`` is under ``top``."""
-        refs = self.references.reshape(len(lb), -1)
-        cand = np.flatnonzero(lb < top)
-        cand = cand[np.argsort(lb[cand], kind="stable")]
+    def _refine_pixel(self, q: np.ndarray, cand: np.ndarray, lb: np.ndarray, top: float,
+                      top_idx: int) -> tuple[float, int, int]:
+        """Check ``cand`` (sorted by their lower bounds ``lb``) exactly while a bound is still under ``top``."""
+        refs = self.references.reshape(len(self.references), -1)
         checked = 0
         for c0 in range(0, len(cand), 64):
-            c = cand[c0 : c0 + 64]
-            c = np.sort(c[lb[c] < top])
+            c, b = cand[c0 : c0 + 64], lb[c0 : c0 + 64]
+            c = np.sort(c[b < top])
             if len(c) == 0:
                 break  # sorted: every later bound is larger still
             diff = q - refs[c]
