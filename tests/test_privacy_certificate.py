@@ -162,3 +162,20 @@ def test_audit_detects_memorisation() -> None:
         assert memorised["metrics"][m]["membership_auc"] > 0.7
         assert clean["metrics"][m]["flagged_share"] < 1.0
         assert clean["metrics"][m]["membership_auc"] < memorised["metrics"][m]["membership_auc"]
+
+
+def test_cli_search_strategies_certify_the_same_distances(tmp_path: Path) -> None:
+    refs, ids = cohort(seed=3)
+    others, _ = cohort(seed=4)
+    real = _npz(tmp_path / "real.npz", refs, ids)
+    np.save(tmp_path / "cands.npy", np.concatenate([others, refs[:2]]))
+    certs = {}
+    for search in ("pruned", "flat"):
+        assert main(["gate", "--real", str(real), "--synthetic", str(tmp_path / "cands.npy"), "--out",
+                     str(tmp_path / search), "--search", search]) == 0
+        certs[search] = json.loads((tmp_path / search / "certificate.json").read_text())["certificate"]
+    assert certs["pruned"]["config"]["search"] == "pruned" and certs["flat"]["config"]["search"] == "flat"
+    for a, b in zip(certs["pruned"]["images"], certs["flat"]["images"], strict=True):
+        assert a["accepted"] == b["accepted"]
+        for m in a["nn_distance"]:
+            assert a["nn_distance"][m] == pytest.approx(b["nn_distance"][m], rel=1e-4, abs=1e-6)

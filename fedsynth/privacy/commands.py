@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--key", type=Path, metavar="PEM", help="site Ed25519 private key: sign the certificate")
     g.add_argument("--modality", choices=["ct", "mri", "pet"], help="needed for NIfTI directories")
     g.add_argument("--size", type=int, help="resize both sets to SIZE x SIZE")
+    g.add_argument("--search", choices=["pruned", "flat"],
+                   help="exact search strategy: pruned (default; provable bounds + exact re-check) or flat "
+                        "(exhaustive faiss); same answer")
     g.set_defaults(func=_gate)
 
     v = sub.add_parser("verify", help="verify a signed certificate against images and a site public key",
@@ -88,6 +91,8 @@ def _config(args: argparse.Namespace) -> Any:
         base["metrics"] = args.metrics
     if getattr(args, "size", None):
         base["image_size"] = args.size
+    if getattr(args, "search", None):
+        base["search"] = args.search
     return validate(GateConfig, base, "gate settings")
 
 
