@@ -24,7 +24,7 @@ Slow exhaustive methods are timed on a subset of candidates and extrapolated
 (marked "extrap."). Each method runs in a fresh process, so the peak resident
 memory is its own (it includes the reference set itself).
 
-    python benchmarks/gate.py                       # 10k refs x 2k candidates at 64 and 128, + 100k x 10k at 32
+    python benchmarks/gate.py                       # 10k refs x 2k candidates at 64 and 128, + 100k x 10k at 64
     python benchmarks/gate.py --quick               # 2k x 200 at 64 only (~1 min)
 """
 
@@ -142,8 +142,10 @@ def table(n_refs: int, n_cands: int, size: int, metrics: list[str]) -> list[tupl
     paths = dataset(n_refs, n_cands, size)
     pruned_times = []
     for metric in metrics:
-        # Exhaustive ncc_robust is 324 flat searches: time it on a subset of candidates and extrapolate.
-        part = max(20, n_cands // 40) if metric == "ncc_robust" else n_cands
+        # Exhaustive ncc_robust is 324 flat searches: time it on a subset of candidates (~2e12 multiply-adds,
+        # about 10 s here) and extrapolate.
+        budget = int(2e12 / (n_refs * size * size * 324))
+        part = int(np.clip(budget, 10, max(10, n_cands // 40))) if metric == "ncc_robust" else n_cands
         subset = {"fedsynth pruned": n_cands, "faiss flat": part, "numpy brute force": part,
                   "per-pair loop (paper)": n_cands}
         base = None
@@ -169,6 +171,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2k references x 200 candidates at 64x64 only")
     ap.add_argument("--skip-scaling", action="store_true", help="leave out the 100k x 10k row")
+    ap.add_argument("--scaling-size", type=int, default=64, choices=[32, 64], help="image size of the 100k x 10k row")
+    ap.add_argument("--only", choices=["64", "128", "scaling"], help="run one setting only")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores; "
           f"ncc_robust = 4 flips x 81 shifts = 324 transforms\n")
@@ -177,7 +181,10 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     settings = [(2000, 200, 64)] if args.quick else [(10_000, 2000, 64), (10_000, 2000, 128)]
     if not args.quick and not args.skip_scaling:
-        settings.append((100_000, 10_000, 32))
+        settings.append((100_000, 10_000, args.scaling_size))
+    if args.only:
+        settings = [s for s in settings if (args.only == "scaling") == (s[0] == 100_000) and
+                    (args.only == "scaling" or str(s[2]) == args.only)]
     ratios = []
     for n_refs, n_cands, size in settings:
         times = dict(table(n_refs, n_cands, size, ["pixel_rmse", "ncc_robust"]))
