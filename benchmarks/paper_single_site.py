@@ -26,6 +26,15 @@ import numpy as np
 TASKS = {"ct": dict(task="ldct", network="rednet"), "mri": dict(task="sr", network="srcnn")}
 
 
+def _override(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key, value parsed as JSON where it parses, else the string)."""
+    key, _, value = item.partition("=")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value.strip()
+
+
 def run_modality(modality: str, args: argparse.Namespace) -> dict:
     from fedsynth.data import ingest_site
     from fedsynth.data.cohort import make_cohort
@@ -48,7 +57,10 @@ def run_modality(modality: str, args: argparse.Namespace) -> dict:
     t["cohort_ingest"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    ldm = load_profile(args.profile, image_size=args.size, ae_epochs=args.ae_epochs, unet_epochs=args.unet_epochs)
+    epochs = {k: v for k, v in (("ae_epochs", args.ae_epochs), ("unet_epochs", args.unet_epochs)) if v is not None}
+    extra = dict(_override(item) for item in args.set)
+    ldm = load_profile(args.profile, image_size=args.size, checkpoint_every=args.ldm_checkpoint_every,
+                       **epochs, **extra)
     train_ldm(real, root / "generator", ldm, resume=True, progress=False)
     gen = load_generator(root / "generator")
     t["ldm_train"] = time.perf_counter() - t1
@@ -69,7 +81,7 @@ def run_modality(modality: str, args: argparse.Namespace) -> dict:
 
     cfg = TaskConfig(**TASKS[modality], epochs=args.task_epochs, seed=args.seed)
     per_image: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    examples = {}
+    training: dict[str, dict] = {}
     for name, data in (("real", real_n), ("synthetic", synth_n)):
         t3 = time.perf_counter()
         model, hist = train_network(data, cfg, progress=False)
@@ -77,7 +89,8 @@ def run_modality(modality: str, args: argparse.Namespace) -> dict:
         t[f"train_{name}"] = time.perf_counter() - t3
         per_image[name] = {"site-1": {k: v for k, v in m.items() if not k.startswith("input_")}}
         per_image.setdefault("input", {"site-1": {k[6:]: v for k, v in m.items() if k.startswith("input_")}})
-        examples[name] = hist
+        training[name] = {"epochs_run": len(hist["epochs"]), "best_epoch": hist["best_epoch"],
+                          "best_val_loss": float(hist["best_val_loss"]), "stopped_early": hist["stopped_early"]}
     margins = {k: DEFAULT_MARGINS[k] for k in ("psnr", "ssim")}
     comparisons = compare(per_image, "real", margins, seed=args.seed)
     report = {
@@ -89,9 +102,11 @@ def run_modality(modality: str, args: argparse.Namespace) -> dict:
             "n_rejected": int(result.n_candidates - len(synth)),
         }},
         "wall_seconds": t,
+        "training": training,
         "task": cfg.task, "network": cfg.network, "modality": modality,
         "notes": [f"{n} real vs {n} gate-approved synthetic training slices; {len(test)} held-out real test slices; "
-                  f"LDM profile {args.profile} (ae_epochs {args.ae_epochs}, unet_epochs {args.unet_epochs}); "
+                  f"LDM profile {args.profile} (ae_epochs {ldm.ae_epochs}, unet_epochs {ldm.unet_epochs}, "
+                  f"overrides {extra}); "
                   f"task {cfg.model_dump_json()}",
                   f"gate acceptance rate {result.acceptance_rate:.3f}, quota met: {result.quota_met}"],
     }
@@ -133,8 +148,13 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=16)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--profile", default="small")
-    ap.add_argument("--ae-epochs", type=int, default=8)
-    ap.add_argument("--unet-epochs", type=int, default=30)
+    ap.add_argument("--ae-epochs", type=int, help="override the profile's autoencoder epochs")
+    ap.add_argument("--unet-epochs", type=int, help="override the profile's diffusion epochs")
+    ap.add_argument("--ldm-checkpoint-every", type=int, default=1,
+                    help="LDM epochs between training-state checkpoints (only speed changes, not the result: "
+                         "each checkpoint rewrites the full state, which dominates long runs on a busy disk)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="LDM profile override, e.g. --set restore_texture=false (JSON values)")
     ap.add_argument("--task-epochs", type=int, default=10)
     ap.add_argument("--max-attempts-factor", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
@@ -144,6 +164,7 @@ def main() -> None:
     print(table(results))
     for r in results:
         print(f"\n{r['modality']} wall seconds: {json.dumps({k: round(v, 1) for k, v in r['report']['wall_seconds'].items()})}")
+        print(f"{r['modality']} task training: {json.dumps(r['report']['training'])}")
 
 
 if __name__ == "__main__":

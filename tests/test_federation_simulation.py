@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from federation_fixtures import TINY_SCENARIO, listening_addresses
 
+from fedsynth.report import validate_report
+
 pytestmark = pytest.mark.slow
 
 
@@ -66,6 +68,14 @@ def test_report_has_the_design_keys(study):
     for m in ("synthetic-pool", "fedavg", "fedprox", "local-only", "centralised-real"):
         assert set(rep["methods"][m]["pooled"]) >= {"psnr", "ssim", "rmse", "n"}
         assert rep["methods"][m]["pooled"]["n"] > 0
+    pooled = [c for c in rep["comparisons"] if c["site"] == "pooled"]
+    assert {c["b"] for c in pooled} == {"fedavg", "fedprox", "local-only", "centralised-real"}
+    for c in pooled:  # issue 5's statistics: bootstrap CI around the mean difference, Wilcoxon, TOST
+        assert c["a"] == "synthetic-pool" and c["ci_low"] <= c["mean_diff"] <= c["ci_high"]
+        assert 0 <= c["p_wilcoxon"] <= 1 and 0 <= c["p_tost"] <= 1
+    psnr = rep["methods"]["fedavg"]["pooled"]["psnr"]
+    assert psnr["ci_low"] <= psnr["mean"] <= psnr["ci_high"]
+    validate_report(rep)
     assert rep["communication_bytes"]["synthetic-pool"]["received"] > 0
     assert rep["communication_bytes"]["fedavg"]["sent"] > 0
     for site, row in rep["privacy"].items():

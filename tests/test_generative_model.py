@@ -25,7 +25,7 @@ def test_autoencoder_overfits_a_handful_of_slices(trained) -> None:
     unet = summary["history"]["unet"]
     assert all(np.isfinite(h["mse"]) for h in unet)
     assert summary["steps"] == 12 * 2 + 6 * 2  # 16 images, batch 8: 2 steps per epoch
-    assert summary["scale_factor"] > 0
+    assert len(summary["latent_scale"]) == 2 and min(summary["latent_scale"]) > 0
 
 
 def test_samples_shape_range_finite_and_deterministic(trained) -> None:
@@ -55,6 +55,36 @@ def test_finished_run_resumed_is_a_noop(trained) -> None:
     assert (work / "model.pt").stat().st_mtime_ns == before
 
 
+def test_latents_are_standardised_per_channel(trained) -> None:
+    """The diffusion model sees zero-mean, unit-variance latent channels, matching its N(0, I) prior."""
+    import torch
+
+    work, _ = trained
+    gen = load_generator(work)
+    with torch.no_grad():
+        mu = gen.autoencoder.encode(torch.from_numpy(blobs(16)).unsqueeze(1))[0]
+    z = (mu - torch.tensor(gen.shift).view(1, -1, 1, 1)) * torch.tensor(gen.scale).view(1, -1, 1, 1)
+    np.testing.assert_allclose(z.mean(dim=(0, 2, 3)).numpy(), 0.0, atol=1e-3)
+    np.testing.assert_allclose(z.std(dim=(0, 2, 3)).numpy(), 1.0, atol=1e-3)
+
+
+def test_checkpoint_with_one_global_scale_still_loads(trained, tmp_path) -> None:
+    """model.pt files written before per-channel standardisation held one float scale and no shift."""
+    import shutil
+
+    from fedsynth.generative.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
+
+    work, _ = trained
+    ck = load_checkpoint(work / MODEL_FILE, "model")
+    old = {k: v for k, v in ck.items() if k not in ("format", "version", "kind", "shift")}
+    old["scale"] = 0.5
+    shutil.copytree(work, tmp_path / "old")
+    save_checkpoint(tmp_path / "old" / MODEL_FILE, "model", old)
+    gen = load_generator(tmp_path / "old")
+    assert gen.scale == (0.5, 0.5) and gen.shift == (0.0, 0.0)
+    assert np.isfinite(gen.sample(2, steps=3)).all()
+
+
 def test_resume_with_other_config_is_refused(trained) -> None:
     work, _ = trained
     with pytest.raises(CheckpointError, match="different config"):
@@ -75,6 +105,20 @@ def test_quality_report_has_baselines(trained, tmp_path) -> None:
     assert rep["real_train_vs_test"]["frechet_ae"] < rep["baselines"]["noise"]["frechet_ae"]
 
 
+def test_fine_texture_sees_smoothing_and_noise() -> None:
+    """The texture number must rank a blurred copy below the original and a noisier copy above it."""
+    from scipy.ndimage import gaussian_filter
+
+    from fedsynth.generative.quality import fine_texture
+
+    x = blobs(8, seed=3)
+    noisy = np.clip(x + np.random.default_rng(0).normal(0, 0.03, x.shape), 0, 1).astype(np.float32)
+    smooth = gaussian_filter(noisy, sigma=(0, 1.5, 1.5))
+    assert fine_texture(smooth) < 0.5 * fine_texture(noisy)
+    assert fine_texture(noisy) > fine_texture(x) + 0.01
+    assert fine_texture(np.zeros((2, 16, 16))) == 0.0
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
@@ -84,6 +128,7 @@ def test_quality_report_has_baselines(trained, tmp_path) -> None:
         ({"sample_steps": 5000}, "sample_steps"),
         ({"no_such_knob": 1}, "no_such_knob"),
         ({"sampler": "euler"}, "sampler"),
+        ({"ae_full_fraction": 1.5}, "ae_full_fraction"),
     ],
 )
 def test_bad_config_values_are_one_line_config_errors(overrides, match) -> None:
@@ -100,3 +145,35 @@ def test_unknown_profile_and_bad_images() -> None:
         train_ldm(blobs(4) * 3, "unused", cfg)
     with pytest.raises(DataError, match="shape"):
         train_ldm(np.zeros((4, 32), np.float32), "unused", cfg)
+
+
+def test_texture_spectrum_of_white_noise_is_flat_at_its_variance() -> None:
+    """Fitting white in-body noise of std 0.02 gives S_k ~ 0.02^2, and synthesis reproduces the std."""
+    import torch
+
+    from fedsynth.generative.texture import fit_texture_spectrum, texture_noise
+
+    recon = torch.full((64, 1, 32, 32), 0.5)
+    images = recon + 0.02 * torch.randn(recon.shape, generator=torch.Generator().manual_seed(0))
+    spec = fit_texture_spectrum(images, recon)
+    assert spec.shape == (32, 17)
+    assert spec.mean() == pytest.approx(0.02**2, rel=0.05)
+    assert spec.std() / spec.mean() < 0.3  # flat: no frequency stands out
+    noise = texture_noise(spec, recon, torch.Generator().manual_seed(1))
+    assert float(noise.std()) == pytest.approx(0.02, rel=0.05)
+    air = texture_noise(spec, torch.zeros(2, 1, 32, 32), torch.Generator().manual_seed(1))
+    assert float(air.abs().max()) == 0.0  # nothing is added outside the body
+
+
+def test_samples_get_the_fitted_texture_inside_the_body_only(trained) -> None:
+    work, _ = trained
+    gen = load_generator(work)
+    spec = gen.texture_spectrum
+    assert spec is not None and spec.shape == (32, 17) and (spec >= 0).all() and spec.mean() > 0
+    plain = gen.sample(8, steps=3, seed=1, texture=False)
+    textured = gen.sample(8, steps=3, seed=1)  # the config default restores texture
+    air, body = plain < 0.05, (plain > 0.15) & (plain < 0.85)
+    assert np.array_equal(textured[air], plain[air])
+    diff = (textured - plain)[body]
+    assert abs(float(diff.mean())) < 0.3 * float(diff.std())
+    assert 0.5 < float(diff.std()) / float(np.sqrt(spec.mean())) < 1.5

@@ -9,22 +9,31 @@ import json
 import sys
 
 
+def mean(v: float | dict | None) -> float:
+    """A metric value as report.json holds it: a plain mean or {mean, ci_low, ci_high, std}."""
+    return v["mean"] if isinstance(v, dict) else v
+
+
 def main(path: str) -> None:
     r = json.load(open(path, encoding="utf-8"))
     sites = sorted(r["sites"]) if isinstance(r["sites"], list) else sorted(r["sites"])
     print("| method | " + " | ".join(sites) + " | pooled |")
     print("| --- |" + " --- |" * (len(sites) + 1))
     for m, v in r["methods"].items():
-        cells = [f"{v['per_site'][s]['psnr']:.2f} / {v['per_site'][s]['ssim']:.4f}" if s in v["per_site"] else "–"
+        cells = [f"{mean(v['per_site'][s]['psnr']):.2f} / {mean(v['per_site'][s]['ssim']):.4f}" if s in v["per_site"] else "–"
                  for s in sites]
         p = v["pooled"]
-        print(f"| {m} | " + " | ".join(cells) + f" | {p['psnr']:.2f} / {p['ssim']:.4f} (n = {p['n']}) |")
-    print("\n| a | b | metric | mean diff (a − b) | p t-test | p TOST | margin | equivalent |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        print(f"| {m} | " + " | ".join(cells) + f" | {mean(p['psnr']):.2f} [{p['psnr']['ci_low']:.2f}, {p['psnr']['ci_high']:.2f}] / "
+              f"{mean(p['ssim']):.4f} (n = {p['n']}) |")
+    print("\n| a | b | metric | mean diff (a − b) [95% CI] | p t-test | p Wilcoxon | p TOST | margin | equivalent |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for c in r["comparisons"]:
+        if c.get("site", "pooled") != "pooled":
+            continue
         eq = "yes" if c["p_tost"] < 0.05 else "no"
-        print(f"| {c['a']} | {c['b']} | {c['metric']} | {c['mean_diff']:+.4f} | {c['p_ttest']:.2g} | "
-              f"{c['p_tost']:.2g} | ±{c['margin']} | {eq} |")
+        print(f"| {c['a']} | {c['b']} | {c['metric']} | {c['mean_diff']:+.4f} [{c['ci_low']:+.4f}, "
+              f"{c['ci_high']:+.4f}] | {c['p_ttest']:.2g} | {c['p_wilcoxon']:.2g} | {c['p_tost']:.2g} | "
+              f"±{c['margin']} | {eq} |")
     print("\n| site | threshold RMSE / NCC | min NN distance of published RMSE / NCC | published | rejected |")
     print("| --- | --- | --- | --- | --- |")
     for s, p in sorted(r["privacy"].items()):

@@ -29,11 +29,13 @@ def _simulate(args: argparse.Namespace) -> int:
     print(f"study '{scenario.name}' finished in {time.perf_counter() - t0:.0f} s")
     for phase, sec in report.get("wall_seconds", {}).items():
         print(f"  {phase:<24} {sec:8.1f} s")
-    for name, m in report.get("methods", {}).items():
-        p = m.get("pooled", {})
-        psnr, ssim = p.get("psnr"), p.get("ssim")
-        if psnr is not None:
-            print(f"  {name:<18} PSNR {psnr:6.2f}  SSIM {ssim:.4f}  (n={p.get('n')})")
+    from fedsynth.report import validate_report
+    from fedsynth.report.schema import metric_mean
+
+    for name, m in validate_report(report).methods.items():
+        psnr, ssim = metric_mean(m.pooled.psnr), metric_mean(m.pooled.ssim)
+        if psnr is not None and ssim is not None:
+            print(f"  {name:<18} PSNR {psnr:6.2f}  SSIM {ssim:.4f}  (n={m.pooled.n})")
     if report.get("missing_sites"):
         print(f"  missing sites: {', '.join(report['missing_sites'])}")
     print(f"report: {Path(args.out) / 'report.json'} and report.html")

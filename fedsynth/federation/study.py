@@ -44,7 +44,6 @@ from fedsynth.federation import protocol as P
 from fedsynth.federation.config import ScenarioConfig
 from fedsynth.federation.metering import MeteredGrid
 from fedsynth.federation.pool import SyntheticPool
-from fedsynth.federation.stats import compare_methods, summarise
 from fedsynth.io_utils import write_json_atomic
 
 __all__ = ["METHOD_LABELS", "Study", "StudyError", "StudySpec"]
@@ -430,23 +429,25 @@ class Study:
         evals = self.state["evaluations"]
         alive = sorted(s.site_id for s in self._alive()) or sorted(
             {sid for per in evals.values() for sid in per})
-        methods: dict[str, Any] = {}
-        for name in ("synthetic-pool", "fedavg", self.sc.training.second_strategy, "centralised-real"):
-            if name in evals:
-                methods[name] = {**summarise(evals[name]), "label": METHOD_LABELS[name]}
+        from fedsynth.report import compare, summarise
+
+        seed = self.sc.seed
+        names = ("synthetic-pool", "fedavg", self.sc.training.second_strategy, "centralised-real")
+        per_method: dict[str, Any] = {name: evals[name] for name in names if name in evals}
         local = {sid: evals[f"local-{sid}"][sid] for sid in alive
                  if sid in evals.get(f"local-{sid}", {})}
         if local:
-            methods["local-only"] = {**summarise(local), "label": METHOD_LABELS["local-only"]}
-        cross = {f"local-{sid}": summarise(evals[f"local-{sid}"])["per_site"]
-                 for sid in alive if f"local-{sid}" in evals}
-        per_method = {"local-only": local, **{k: evals[k] for k in methods if k in evals}}
-        comparisons = []
+            per_method["local-only"] = local
+        methods = {name: {**block, "label": METHOD_LABELS[name]}
+                   for name, block in summarise(per_method, seed=seed).items()}
+        cross = {name: block["per_site"] for name, block in summarise(
+            {f"local-{sid}": evals[f"local-{sid}"] for sid in alive if f"local-{sid}" in evals}, seed=seed).items()}
+        comparisons: list[dict[str, Any]] = []
         if "synthetic-pool" in per_method:
             for other in ("fedavg", self.sc.training.second_strategy, "centralised-real", "local-only"):
                 if other in per_method:
-                    comparisons += compare_methods("synthetic-pool", per_method["synthetic-pool"], other,
-                                                   per_method[other], self.sc.margins)
+                    pair = {"synthetic-pool": per_method["synthetic-pool"], other: per_method[other]}
+                    comparisons += compare(pair, reference_method=other, margins=self.sc.margins, seed=seed)
         b = self.state["bytes"]
         comm = {k: {**v, "total": v["sent"] + v["received"]} for k, v in sorted(b.items())}
         t = self.sc.training
@@ -519,16 +520,15 @@ def _default_key_loader(path: Path) -> Any:
 
 
 def _render_html(report: dict[str, Any], out: Path, figures: dict[str, Any] | None = None) -> None:
-    """``report.html`` via :func:`fedsynth.report.render_html`; a plain table page if rendering fails."""
+    """``report.html`` via :func:`fedsynth.report.render_html`.
+
+    ``report.json`` is already written when this runs, so a rendering failure
+    loses nothing: it is logged with the command that retries it.
+    """
     from fedsynth.report import render_html
 
     try:
         render_html(report, out / "report.html", figures)
-        return
-    except Exception as err:  # noqa: BLE001 - the plain page below still gets written
-        log.warning("fedsynth.report.render_html failed (%s: %s); writing a plain page",
-                    type(err).__name__, err)
-    from fedsynth.federation.html import plain_html
-    from fedsynth.io_utils import write_bytes_atomic
-
-    write_bytes_atomic(out / "report.html", plain_html(report).encode("utf-8"))
+    except Exception as err:  # noqa: BLE001 - the study's results are in report.json
+        log.error("report.html not written (%s: %s); report.json is complete, retry with: fedsynth report %s",
+                  type(err).__name__, err, out)

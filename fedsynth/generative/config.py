@@ -41,6 +41,9 @@ class LDMConfig(StrictModel):
     ae_batch_size: int = Field(16, ge=1)
     ae_lr: float = Field(1e-3, gt=0.0, lt=1.0)
     ae_patch_size: int | None = Field(None, ge=8, description="train the AE on random square crops of this size (None: whole images)")
+    ae_full_fraction: float = Field(0.0, ge=0.0, le=1.0, description="with ae_patch_size: the last "
+                                    "round(fraction * ae_epochs) AE epochs use whole images (GroupNorm then sees "
+                                    "whole-slice statistics, as when encoding)")
     kl_weight: float = Field(1e-6, ge=0.0)
     adv_weight: float = Field(0.0, ge=0.0, description="PatchDiscriminator loss weight; 0 disables it")
     adv_start_epoch: int = Field(0, ge=0, description="AE epoch from which the adversarial loss is on")
@@ -73,10 +76,16 @@ class LDMConfig(StrictModel):
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "scaled_linear"
     beta_start: float = Field(0.0015, gt=0.0, lt=1.0)
     beta_end: float = Field(0.0195, gt=0.0, lt=1.0)
-    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    prediction_type: Literal["epsilon", "v_prediction"] = Field(
+        "v_prediction",
+        description="v_prediction (default): the clean latent implied by the prediction stays bounded at high noise "
+                    "levels; with epsilon and a schedule ending at alpha_bar ~1.5e-4 an under-trained UNet's small "
+                    "noise errors are amplified ~80x there and samples come out with ~2-3x too wide latents")
     sampler: Sampler = Field("ddim", description="ddim | dpm (DPM-Solver++) | ddpm (all train_timesteps steps)")
     sample_steps: int = Field(50, ge=1, le=4000)
     sample_batch_size: int = Field(64, ge=1)
+    restore_texture: bool = Field(True, description="add in-body noise with the power spectrum of what the "
+                                  "autoencoder leaves out of the training slices (fedsynth.generative.texture)")
 
     @model_validator(mode="after")
     def _consistent(self) -> LDMConfig:
@@ -125,10 +134,10 @@ PROFILES: dict[str, dict[str, Any]] = {
     ),
     "small": dict(
         image_size=64, ae_channels=(16, 32, 64), ae_norm_groups=16, latent_channels=4,
-        ae_epochs=30, ae_batch_size=16, ae_lr=1e-3, ae_patch_size=32,
+        ae_epochs=160, ae_batch_size=16, ae_lr=1e-3, ae_patch_size=32, ae_full_fraction=0.2,
         unet_channels=(32, 64, 64), unet_attention=(False, False, True), unet_norm_groups=16,
-        unet_head_channels=32, unet_epochs=100, unet_batch_size=32, unet_lr=1e-3,
-        ema_decay=0.99, warmup_steps=20, train_timesteps=1000, sample_steps=50,
+        unet_head_channels=32, unet_epochs=150, unet_batch_size=16, unet_lr=1e-3,
+        ema_decay=0.99, warmup_steps=10, train_timesteps=1000, sample_steps=50,
     ),
     "paper": dict(
         image_size=256, ae_channels=(128, 128, 256), ae_num_res_blocks=2, ae_norm_groups=32,

@@ -38,14 +38,20 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LatentDiffusionGenerator:
-    """Autoencoder + EMA diffusion UNet + latent scale, ready to sample."""
+    """Autoencoder + EMA diffusion UNet + per-channel latent standardisation, ready to sample.
+
+    The UNet works on ``(mu - shift) * scale`` (per latent channel); sampling
+    undoes it, ``mu = z / scale + shift``, before decoding.
+    """
 
     config: LDMConfig
     autoencoder: torch.nn.Module
     unet: torch.nn.Module
-    scale: float
+    scale: tuple[float, ...]
+    shift: tuple[float, ...]
     checkpoint_hash: str
     path: Path
+    texture_spectrum: np.ndarray | None = None  # (H, W//2+1); None for a model.pt from before texture restoration
 
     @property
     def image_size(self) -> int:
@@ -53,8 +59,12 @@ class LatentDiffusionGenerator:
 
     @torch.no_grad()
     def sample(self, n: int, steps: int | None = None, seed: int = 0, sampler: str = "ddim",
-               batch_size: int = 64, progress_bar: bool = False) -> np.ndarray:
-        """(n, S, S) float32 in [0, 1]; deterministic for a given (n, steps, seed, sampler, batch_size)."""
+               batch_size: int = 64, progress_bar: bool = False, texture: bool | None = None) -> np.ndarray:
+        """(n, S, S) float32 in [0, 1]; deterministic for a given (n, steps, seed, sampler, batch_size).
+
+        ``texture`` (default: the config's ``restore_texture``) adds the site's
+        fitted in-body noise texture to the decoded images (``texture.py``).
+        """
         if n < 0:
             raise ConfigError(f"number of samples must be >= 0, got {n}")
         if batch_size < 1:
@@ -66,7 +76,11 @@ class LatentDiffusionGenerator:
         out = np.empty((n, cfg.image_size, cfg.image_size), np.float32)
         gen = torch.Generator().manual_seed(int(seed))
         noise = torch.randn(n, cfg.latent_channels, s, s, generator=gen)
+        texture = cfg.restore_texture if texture is None else texture
+        tex_gen = torch.Generator().manual_seed(int(seed) + 1_000_003) if texture else None
         dev = next(self.unet.parameters()).device
+        scale, shift = (torch.tensor(v, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+                        for v in (self.scale, self.shift))
         for i in progress(range(0, n, batch_size), enabled=progress_bar, desc="sampling", unit="batch"):
             sched = build_sampler(cfg, sampler, steps)
             z = noise[i:i + batch_size].to(dev) * sched.init_noise_sigma
@@ -76,7 +90,11 @@ class LatentDiffusionGenerator:
                 eps = self.unet(zin, timesteps=tt)
                 kw = {"generator": gen} if sampler == "ddpm" else {}
                 z = sched.step(eps, t, z, **kw).prev_sample
-            img = self.autoencoder.decode(z / self.scale).float().clamp_(0.0, 1.0)
+            img = self.autoencoder.decode(z / scale + shift).float().clamp_(0.0, 1.0)
+            if tex_gen is not None and self.texture_spectrum is not None:
+                from fedsynth.generative.texture import texture_noise
+
+                img = (img + texture_noise(self.texture_spectrum, img, tex_gen)).clamp_(0.0, 1.0)
             out[i:i + len(z)] = img[:, 0].cpu().numpy()
         if not np.isfinite(out).all():
             raise FloatingPointError("generator produced non-finite samples")
@@ -106,9 +124,21 @@ def load_generator(workdir: Path, device: str | None = None) -> LatentDiffusionG
         ae, unet = build_autoencoder(cfg), build_unet(cfg)
         ae.load_state_dict(ck["ae"])
         unet.load_state_dict(ck["unet"])
-        scale = float(ck["scale"])
+        scale, shift = ck["scale"], ck.get("shift")
+        if isinstance(scale, (int, float)):  # checkpoints before per-channel standardisation: one global scale
+            scale = [float(scale)] * cfg.latent_channels
+        scale = tuple(float(v) for v in scale)
+        shift = (0.0,) * len(scale) if shift is None else tuple(float(v) for v in shift)
+        if len(scale) != cfg.latent_channels or len(shift) != cfg.latent_channels:
+            raise ValueError(f"latent scale/shift need {cfg.latent_channels} channels")
+        spectrum = ck.get("texture_spectrum")
+        if spectrum is not None:
+            spectrum = np.asarray(spectrum, np.float64)
+            if spectrum.shape != (cfg.image_size, cfg.image_size // 2 + 1) or not np.isfinite(spectrum).all():
+                raise ValueError(f"texture spectrum of shape {spectrum.shape} does not fit {cfg.image_size} px")
     except Exception as err:  # noqa: BLE001 - any mismatch is an incompatible checkpoint
         msg = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: incompatible generator checkpoint ({msg})") from None
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return LatentDiffusionGenerator(cfg, ae.to(dev).eval(), unet.to(dev).eval(), scale, digest, path)
+    return LatentDiffusionGenerator(cfg, ae.to(dev).eval(), unet.to(dev).eval(), scale, shift, digest, path,
+                                    spectrum)
