@@ -76,6 +76,11 @@ def test_cli_sample_and_evaluate(killed_and_resumed, tmp_path, capsys) -> None:
                  "--no-gate"]) == 0
     x = np.load(out)
     assert x.shape == (3, 32, 32) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    plain = tmp_path / "p.npy"
+    assert main(["site", "sample", "--workdir", str(work), "--n", "3", "--out", str(plain), "--steps", "5",
+                 "--no-gate", "--no-texture"]) == 0
+    np.testing.assert_array_equal(np.load(plain), load_generator(work).sample(3, steps=5, texture=False))
+    assert not np.array_equal(np.load(plain), x)  # the default adds the fitted texture
     gated = tmp_path / "g.npy"
     assert main(["site", "sample", "--workdir", str(work), "--n", "2", "--out", str(gated), "--steps", "5"]) == 0
     assert np.load(gated).shape[1:] == (32, 32) and (tmp_path / "g.certificate.json").is_file()

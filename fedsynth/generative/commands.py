@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sa.add_argument("--batch-size", type=int, default=64)
     sa.add_argument("--max-attempts", type=int, help="gate: most candidates to draw (default 10 x N)")
     sa.add_argument("--no-gate", action="store_true", help="skip the privacy gate (local inspection only)")
+    sa.add_argument("--no-texture", action="store_true",
+                    help="do not add the fitted texture (the gate then certifies the untextured images)")
     sa.set_defaults(func=_sample)
 
     ev = ssub.add_parser(
@@ -126,9 +128,10 @@ def _sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     gen = load_generator(args.workdir)
+    texture = False if args.no_texture else None  # None: the generator's config (restore_texture)
     if args.no_gate:
         images = gen.sample(args.n, steps=args.steps, seed=args.seed, sampler=args.sampler,
-                            batch_size=args.batch_size)
+                            batch_size=args.batch_size, texture=texture)
         cert = None
     else:
         try:
@@ -144,7 +147,7 @@ def _sample(args: argparse.Namespace) -> int:
         def source(k: int) -> np.ndarray:
             calls["n"] += 1
             return gen.sample(k, steps=args.steps, seed=args.seed * 100_003 + calls["n"],
-                              sampler=args.sampler, batch_size=args.batch_size)
+                              sampler=args.sampler, batch_size=args.batch_size, texture=texture)
 
         res = gate.run(source, args.n, args.max_attempts or 10 * args.n, gen.checkpoint_hash)
         images, cert = np.ascontiguousarray(res.accepted, np.float32), res.certificate
