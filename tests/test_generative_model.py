@@ -172,6 +172,9 @@ def test_samples_get_the_fitted_texture_inside_the_body_only(trained) -> None:
     assert spec is not None and spec.shape == (32, 17) and (spec >= 0).all() and spec.mean() > 0
     plain = gen.sample(8, steps=3, seed=1, texture=False)
     textured = gen.sample(8, steps=3, seed=1)  # the config default restores texture
+    both = gen.sample(8, steps=3, seed=1, with_untextured=True)  # the gate's (candidates, companions)
+    np.testing.assert_array_equal(both[0], textured)
+    np.testing.assert_array_equal(both[1], plain)
     air, body = plain < 0.05, (plain > 0.15) & (plain < 0.85)
     assert np.array_equal(textured[air], plain[air])
     diff = (textured - plain)[body]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -84,6 +85,12 @@ def test_cli_sample_and_evaluate(killed_and_resumed, tmp_path, capsys) -> None:
     gated = tmp_path / "g.npy"
     assert main(["site", "sample", "--workdir", str(work), "--n", "2", "--out", str(gated), "--steps", "5"]) == 0
     assert np.load(gated).shape[1:] == (32, 32) and (tmp_path / "g.certificate.json").is_file()
+    both = tmp_path / "b.npy"
+    assert main(["site", "sample", "--workdir", str(work), "--n", "2", "--out", str(both), "--steps", "5",
+                 "--gate-untextured"]) == 0
+    cert = json.loads((tmp_path / "b.certificate.json").read_text())
+    assert cert["companions"] == {"required": True, "checked": True}
+    assert all("nn_distance_companion" in rec for rec in cert["images"])
     assert main(["site", "evaluate", "--workdir", str(work), "--n", "8", "--steps", "5",
                  "--out", str(tmp_path / "q")]) == 0
     assert (tmp_path / "q" / "quality.json").is_file()

@@ -179,3 +179,22 @@ def test_cli_search_strategies_certify_the_same_distances(tmp_path: Path) -> Non
         assert a["accepted"] == b["accepted"]
         for m in a["nn_distance"]:
             assert a["nn_distance"][m] == pytest.approx(b["nn_distance"][m], rel=1e-4, abs=1e-6)
+
+
+def test_verify_applies_the_thresholds_to_companions(tmp_path: Path) -> None:
+    """A site that publishes a candidate whose companion is too close is caught, even with a valid signature."""
+    refs, ids = cohort(seed=1)
+    others, _ = cohort(seed=2)
+    priv, pub = generate_site_key(tmp_path)
+    gate = PrivacyGate(refs, GateConfig(require_companions=True), reference_groups=ids)
+    res = gate.run(lambda n: (others[:n], others[:n]), quota=2, max_attempts=12)
+    key = load_private_key(priv)
+    verify_certificate(sign_certificate(res.certificate, key), load_public_key(pub), res.accepted)
+    lying = copy.deepcopy(res.certificate)
+    lying["images"][0]["nn_distance_companion"]["pixel_rmse"] = 0.0  # companion was a copy, still "accepted"
+    with pytest.raises(GateError, match="contradicts"):
+        verify_certificate(sign_certificate(lying, key), load_public_key(pub), res.accepted)
+    missing = copy.deepcopy(res.certificate)
+    del missing["images"][0]["nn_distance_companion"]
+    with pytest.raises(GateError, match="companion"):
+        verify_certificate(sign_certificate(missing, key), load_public_key(pub), res.accepted)

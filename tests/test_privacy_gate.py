@@ -195,3 +195,31 @@ def test_paper_parity_metric_is_available_but_weak(site: tuple) -> None:
     exact = g.check(refs[:2])
     assert not exact.accepted.any()
     assert np.isfinite(g.check(np.roll(refs[:4], 4, axis=2)).distances["random_vgg_rmse"]).all()
+
+
+def test_companions_keep_noised_copies_out(gate: PrivacyGate, site: tuple) -> None:
+    """Noise can lift a copy over the thresholds; its untextured companion (the copy itself) cannot."""
+    refs, _, others = site
+    rng = np.random.default_rng(3)
+    noised = np.clip(refs + rng.normal(0, 0.25, refs.shape), 0, 1).astype(np.float32)
+    alone = gate.run(lambda n: noised[:n], quota=len(refs), max_attempts=len(refs))
+    assert alone.quota_met or len(alone.accepted) > 0  # the noise alone passes the gate ...
+    paired = gate.run(lambda n: (noised[:n], refs[:n]), quota=len(refs), max_attempts=len(refs))
+    assert len(paired.accepted) == 0  # ... the anatomy does not
+    rec = paired.certificate["images"][0]
+    assert set(rec["nn_distance_companion"]) == set(rec["nn_distance"]) and rec["nn_distance_companion"]["pixel_rmse"] == 0
+    assert paired.certificate["companions"] == {"required": False, "checked": True}
+    assert "companion" in paired.audit["candidates"][0]
+    fine = gate.run(lambda n: (others[:n], others[:n]), quota=2, max_attempts=len(others))
+    assert len(fine.accepted) == 2  # far candidates with far companions still pass
+
+
+def test_required_companions_fail_closed_when_missing_or_mismatched(site: tuple) -> None:
+    refs, ids, others = site
+    gate = PrivacyGate(refs, GateConfig(require_companions=True), reference_groups=ids)
+    with pytest.raises(GateError, match="no companion"):
+        gate.run(lambda n: others[:n], quota=2, max_attempts=10)
+    with pytest.raises(GateError, match="companions"):
+        gate.run(lambda n: (others[:n], others[:1]), quota=2, max_attempts=10)
+    res = gate.run(lambda n: (others[:n], others[:n]), quota=2, max_attempts=10)
+    assert res.certificate["companions"]["required"] is True and len(res.accepted) == 2

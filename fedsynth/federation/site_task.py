@@ -264,9 +264,10 @@ def publish(
     )
     calls = {"n": 0}
 
-    def source(n: int) -> np.ndarray:
+    def source(n: int) -> Any:
         calls["n"] += 1
-        return gen.sample(n, steps=sample_steps, seed=seed * 100_003 + calls["n"])
+        return gen.sample(n, steps=sample_steps, seed=seed * 100_003 + calls["n"],
+                          with_untextured=cfg.require_companions)
 
     log.info("site %s: publishing %d images through the gate", rt.site_id, quota)
     res = gate_obj.run(source, quota, max_attempts, str(gen.checkpoint_hash))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 __all__ = ["STORE_POINTER", "register"]
 
@@ -55,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sa.add_argument("--batch-size", type=int, default=64)
     sa.add_argument("--max-attempts", type=int, help="gate: most candidates to draw (default 10 x N)")
     sa.add_argument("--no-gate", action="store_true", help="skip the privacy gate (local inspection only)")
+    sa.add_argument("--gate-untextured", action="store_true",
+                    help="gate: accept a sample only if its untextured version also clears every threshold")
     sa.add_argument("--no-texture", action="store_true",
                     help="do not add the fitted texture (the gate then certifies the untextured images)")
     sa.set_defaults(func=_sample)
@@ -140,14 +143,16 @@ def _sample(args: argparse.Namespace) -> int:
             raise GateError("the privacy gate (fedsynth.privacy) is not available; refusing to write ungated "
                             "images (use --no-gate for local inspection only)") from None
         store = _open_cache(args.workdir)
-        gate = PrivacyGate(store.train_images(), GateConfig(), reference_groups=store.train_patient_ids(),
+        gate = PrivacyGate(store.train_images(), GateConfig(require_companions=args.gate_untextured),
+                           reference_groups=store.train_patient_ids(),
                            cache_dir=args.workdir / "gate")
         calls = {"n": 0}
 
-        def source(k: int) -> np.ndarray:
+        def source(k: int) -> Any:
             calls["n"] += 1
             return gen.sample(k, steps=args.steps, seed=args.seed * 100_003 + calls["n"],
-                              sampler=args.sampler, batch_size=args.batch_size, texture=texture)
+                              sampler=args.sampler, batch_size=args.batch_size, texture=texture,
+                              with_untextured=args.gate_untextured)
 
         res = gate.run(source, args.n, args.max_attempts or 10 * args.n, gen.checkpoint_hash)
         images, cert = np.ascontiguousarray(res.accepted, np.float32), res.certificate

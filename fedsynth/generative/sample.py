@@ -59,11 +59,15 @@ class LatentDiffusionGenerator:
 
     @torch.no_grad()
     def sample(self, n: int, steps: int | None = None, seed: int = 0, sampler: str = "ddim",
-               batch_size: int = 64, progress_bar: bool = False, texture: bool | None = None) -> np.ndarray:
+               batch_size: int = 64, progress_bar: bool = False, texture: bool | None = None,
+               with_untextured: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """(n, S, S) float32 in [0, 1]; deterministic for a given (n, steps, seed, sampler, batch_size).
 
         ``texture`` (default: the config's ``restore_texture``) adds the site's
         fitted in-body noise texture to the decoded images (``texture.py``).
+        ``with_untextured`` also returns the same samples without texture,
+        ``(textured, untextured)``: the privacy gate's companions
+        (``GateConfig.require_companions``).
         """
         if n < 0:
             raise ConfigError(f"number of samples must be >= 0, got {n}")
@@ -74,6 +78,7 @@ class LatentDiffusionGenerator:
         build_sampler(cfg, sampler, steps)  # validate before any work
         s = cfg.latent_size
         out = np.empty((n, cfg.image_size, cfg.image_size), np.float32)
+        plain = np.empty_like(out) if with_untextured else None
         gen = torch.Generator().manual_seed(int(seed))
         noise = torch.randn(n, cfg.latent_channels, s, s, generator=gen)
         texture = cfg.restore_texture if texture is None else texture
@@ -91,6 +96,8 @@ class LatentDiffusionGenerator:
                 kw = {"generator": gen} if sampler == "ddpm" else {}
                 z = sched.step(eps, t, z, **kw).prev_sample
             img = self.autoencoder.decode(z / scale + shift).float().clamp_(0.0, 1.0)
+            if plain is not None:
+                plain[i:i + len(z)] = img[:, 0].cpu().numpy()
             if tex_gen is not None and self.texture_spectrum is not None:
                 from fedsynth.generative.texture import texture_noise
 
@@ -98,7 +105,7 @@ class LatentDiffusionGenerator:
             out[i:i + len(z)] = img[:, 0].cpu().numpy()
         if not np.isfinite(out).all():
             raise FloatingPointError("generator produced non-finite samples")
-        return out
+        return (out, plain) if plain is not None else out
 
     @torch.no_grad()
     def features(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

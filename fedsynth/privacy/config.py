@@ -39,6 +39,12 @@ class GateConfig(StrictModel):
         default="pruned",
         description="exact nearest-neighbour strategy: 'pruned' (provable bounds, then exact re-check of the pairs "
                     "they cannot rule out) or 'flat' (exhaustive faiss search); same answer, different speed")
+    require_companions: bool = Field(
+        default=False,
+        description="every candidate must come with a companion image that also has to clear every threshold "
+                    "(the site generator's companion: the same sample before its noise texture), so texture "
+                    "cannot lift a near-copy of a patient's anatomy over a threshold; a source without "
+                    "companions then fails closed")
     image_size: int | None = Field(default=None, ge=8, le=2048,
                                    description="resize candidates and references to this size; None: sizes must match")
     memory_mb: int = Field(default=256, ge=16, description="bound on the search's working memory per batch")

@@ -172,13 +172,19 @@ class PrivacyGate:
 
     def run(
         self,
-        source: Callable[[int], np.ndarray],
+        source: Callable[[int], Any],
         quota: int,
         max_attempts: int,
         generator_hash: str | None = None,
         show_progress: bool = False,
     ) -> GateResult:
-        """Ask ``source(n)`` for candidates until ``quota`` pass or ``max_attempts`` candidates were drawn."""
+        """Ask ``source(n)`` for candidates until ``quota`` pass or ``max_attempts`` candidates were drawn.
+
+        ``source(n)`` returns an (n, H, W) stack, or a pair ``(candidates,
+        companions)`` of equal shape: a candidate is then accepted only if its
+        companion clears every threshold too (both distances are certified).
+        With ``require_companions`` a source that returns a plain stack fails closed.
+        """
         if quota < 1 or max_attempts < 1:
             raise GateError(f"quota and max_attempts must be >= 1 (got {quota}, {max_attempts})")
         try:
@@ -188,7 +194,27 @@ class PrivacyGate:
         except Exception as err:  # noqa: BLE001 - fail closed: nothing is published
             raise GateError(f"gate failed closed: {type(err).__name__}: {err}") from err
 
-    def _run(self, source: Callable[[int], np.ndarray], quota: int, max_attempts: int,
+    def _split(self, batch: Any, what: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """A source's answer as (candidates, companions or None); None, None when it is exhausted."""
+        comps = None
+        if isinstance(batch, tuple):
+            if len(batch) != 2:
+                raise GateError(f"{what}: a source returns a stack or a (candidates, companions) pair")
+            batch, comps = batch
+        if batch is None or len(np.asarray(batch)) == 0:
+            return None, None
+        cands = _as_stack(batch, what, self.cfg.image_size, self.shape)
+        if comps is None:
+            if self.cfg.require_companions:
+                raise GateError(f"{what}: require_companions is set but the source gave no companion images")
+            return cands, None
+        comps = _as_stack(comps, f"{what} (companions)", self.cfg.image_size, self.shape)
+        if comps.shape != cands.shape:
+            raise GateError(f"{what}: {len(comps)} companions of shape {comps.shape[1:]} for {len(cands)} "
+                            f"candidates of shape {cands.shape[1:]}")
+        return cands, comps
+
+    def _run(self, source: Callable[[int], Any], quota: int, max_attempts: int,
              generator_hash: str | None, show_progress: bool) -> GateResult:
         kept: list[np.ndarray] = []
         records: list[dict[str, Any]] = []
@@ -199,19 +225,20 @@ class PrivacyGate:
             need = quota - len(kept)
             rate = len(kept) / drawn if drawn else 1.0
             ask = min(max_attempts - drawn, max(1, math.ceil(1.1 * need / max(rate, 0.05))))
-            batch = source(ask)
-            if batch is None or len(np.asarray(batch)) == 0:
+            cands, comps = self._split(source(ask), f"candidate batch {len(records) // max(ask, 1) + 1}")
+            if cands is None:
                 log.warning("candidate source is exhausted after %d candidates", drawn)
                 break
-            cands = _as_stack(batch, f"candidate batch {len(records) // max(ask, 1) + 1}",
-                              self.cfg.image_size, self.shape)
             cands = cands[: max_attempts - drawn]
             res = self.check(cands)
+            comp = self.check(comps[: len(cands)]) if comps is not None else None
             for i in range(len(cands)):
                 drawn += 1
-                ok = bool(res.accepted[i])
+                ok = bool(res.accepted[i]) and (comp is None or bool(comp.accepted[i]))
                 rec: dict[str, Any] = {"index": drawn - 1, "accepted": ok,
                                        "nn_distance": {m: float(res.distances[m][i]) for m in self.metrics}}
+                if comp is not None:
+                    rec["nn_distance_companion"] = {m: float(comp.distances[m][i]) for m in self.metrics}
                 if ok:
                     rec["digest"] = image_digest(cands[i])
                     kept.append(cands[i])
@@ -221,6 +248,11 @@ class PrivacyGate:
                     m: {"distance": float(res.distances[m][i]), "reference_index": int(res.nearest[m][i]),
                         "patient_id": None if self.groups is None else str(self.groups[res.nearest[m][i]])}
                     for m in self.metrics}})
+                if comp is not None:
+                    audit[-1]["companion"] = {m: {
+                        "distance": float(comp.distances[m][i]), "reference_index": int(comp.nearest[m][i]),
+                        "patient_id": None if self.groups is None else str(self.groups[comp.nearest[m][i]])}
+                        for m in self.metrics}
                 if len(kept) >= quota:
                     break
         bar.close()
@@ -254,6 +286,9 @@ class PrivacyGate:
             "metrics": self.metrics,
             # accepted iff nn_distance >= threshold * (1 + relative) + absolute, for every metric
             "acceptance_margin": {"relative": _ROUNDING_REL, "absolute": _ROUNDING_ABS},
+            # with companions, nn_distance_companion must clear the same thresholds
+            "companions": {"required": self.cfg.require_companions,
+                           "checked": any("nn_distance_companion" in r for r in records)},
             "config": self.cfg.model_dump(mode="json"),
             "images": records,
             "published": published,

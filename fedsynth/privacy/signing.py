@@ -162,8 +162,13 @@ def _check_consistency(cert: dict[str, Any]) -> None:
         accepted = [c for c in candidates if c["accepted"]]
         if [c["digest"] for c in accepted] != published:
             raise GateError("published digests do not match the accepted candidates")
+        required = bool(cert.get("companions", {}).get("required", False))  # absent: older certificates
         for c in candidates:
+            if required and "nn_distance_companion" not in c:
+                raise GateError("the certificate requires companions but a candidate has no companion distance")
             ok = all(float(c["nn_distance"][m]) >= t for m, t in thresholds.items())
+            if "nn_distance_companion" in c:
+                ok = ok and all(float(c["nn_distance_companion"][m]) >= t for m, t in thresholds.items())
             if bool(c["accepted"]) != ok:
                 raise GateError("a candidate's accepted flag contradicts its distances and the thresholds")
         if cert["summary"]["n_published"] != len(published):
