@@ -22,7 +22,6 @@ the baselines on its own row, not across rows.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import tomllib
 from pathlib import Path
@@ -30,20 +29,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def parse_variant(text: str) -> dict[str, object]:
-    """``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}`` (values parsed as JSON where they parse)."""
-    if text == "default":
-        return {}
-    out: dict[str, object] = {}
-    for item in text.split(","):
-        key, _, value = item.partition("=")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value.strip()
-    return out
 
 
 def main() -> None:
@@ -58,6 +43,7 @@ def main() -> None:
     from fedsynth.data import ingest_site
     from fedsynth.data.cohort import make_cohort
     from fedsynth.generative import evaluate_quality, load_generator, load_profile, train_ldm
+    from fedsynth.generative.commands import parse_overrides
 
     spec = tomllib.loads(args.scenario.read_text())
     c, g = spec["cohort"], spec["generator"]
@@ -68,7 +54,7 @@ def main() -> None:
     train, test = np.asarray(store.train_images()), np.asarray(store.test_images())
     rows = []
     for text in args.variant or ["default"]:
-        overrides = {**g.get("overrides", {}), **parse_variant(text)}
+        overrides = {**g.get("overrides", {}), **(parse_overrides(text.split(",")) if text != "default" else {})}
         cfg = load_profile(g["profile"], **overrides)
         work = args.out / ("gen-" + (text.replace("=", "-").replace(",", "_") or "default"))
         t0 = time.perf_counter()

@@ -26,19 +26,11 @@ import numpy as np
 TASKS = {"ct": dict(task="ldct", network="rednet"), "mri": dict(task="sr", network="srcnn")}
 
 
-def _override(item: str) -> tuple[str, object]:
-    """``KEY=VALUE`` -> (key, value parsed as JSON where it parses, else the string)."""
-    key, _, value = item.partition("=")
-    try:
-        return key.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return key.strip(), value.strip()
-
-
 def run_modality(modality: str, args: argparse.Namespace) -> dict:
     from fedsynth.data import ingest_site
     from fedsynth.data.cohort import make_cohort
     from fedsynth.generative import load_generator, load_profile, train_ldm
+    from fedsynth.generative.commands import parse_overrides
     from fedsynth.privacy import GateConfig, PrivacyGate
     from fedsynth.report import compare, render_html, summarise, write_report
     from fedsynth.tasks import TaskConfig, evaluate_network, train_network
@@ -58,7 +50,7 @@ def run_modality(modality: str, args: argparse.Namespace) -> dict:
 
     t1 = time.perf_counter()
     epochs = {k: v for k, v in (("ae_epochs", args.ae_epochs), ("unet_epochs", args.unet_epochs)) if v is not None}
-    extra = dict(_override(item) for item in args.set)
+    extra = parse_overrides(args.set)
     ldm = load_profile(args.profile, image_size=args.size, checkpoint_every=args.ldm_checkpoint_every,
                        **epochs, **extra)
     train_ldm(real, root / "generator", ldm, resume=True, progress=False)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STORE_POINTER", "register"]
+__all__ = ["STORE_POINTER", "parse_overrides", "register"]
 
 #: File in the work directory naming the slice store the generator was trained on.
 STORE_POINTER = "store.json"
@@ -77,7 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=_evaluate)
 
 
-def _overrides(pairs: list[str]) -> dict[str, object]:
+def parse_overrides(pairs: list[str]) -> dict[str, object]:
+    """``["KEY=VALUE", ...]`` -> profile overrides (values parsed as JSON where they parse, else strings)."""
     from fedsynth.errors import ConfigError
 
     out: dict[str, object] = {}
@@ -106,7 +107,7 @@ def _train(args: argparse.Namespace) -> int:
     from fedsynth.data import ingest_site
     from fedsynth.generative import load_profile, train_ldm
 
-    overrides = {"seed": args.seed, **_overrides(args.set)}
+    overrides = {"seed": args.seed, **parse_overrides(args.set)}
     if args.size:
         overrides["image_size"] = args.size
     cfg = load_profile(args.profile, **overrides)  # validate before the (slow) ingestion

@@ -29,6 +29,7 @@ from fedsynth.generative.networks import (
     build_unet,
     encoder_features,
 )
+from fedsynth.generative.texture import texture_noise
 from fedsynth.progress import progress
 
 __all__ = ["LatentDiffusionGenerator", "load_generator"]
@@ -99,8 +100,6 @@ class LatentDiffusionGenerator:
             if plain is not None:
                 plain[i:i + len(z)] = img[:, 0].cpu().numpy()
             if tex_gen is not None and self.texture_spectrum is not None:
-                from fedsynth.generative.texture import texture_noise
-
                 img = (img + texture_noise(self.texture_spectrum, img, tex_gen)).clamp_(0.0, 1.0)
             out[i:i + len(z)] = img[:, 0].cpu().numpy()
         if not np.isfinite(out).all():

@@ -245,10 +245,12 @@ class _Run:
         """Power spectrum of what the frozen autoencoder leaves out of the training slices (see texture.py)."""
         from fedsynth.generative.texture import fit_texture_spectrum
 
+        assert self.latents is not None and self.scale is not None and self.shift is not None
         self.ae.eval()
         bs = max(self.cfg.unet_batch_size, 1)
-        recon = torch.cat([self.ae.decode(self.ae.encode(self.x[i:i + bs].to(self.device))[0]).float().cpu()
-                           for i in range(0, self.n, bs)])
+        shift, scale = (torch.tensor(v).view(1, -1, 1, 1) for v in (self.shift, self.scale))
+        mus = self.latents / scale + shift  # the cached posterior means: no second encoding pass
+        recon = torch.cat([self.ae.decode(mus[i:i + bs].to(self.device)).float().cpu() for i in range(0, self.n, bs)])
         return fit_texture_spectrum(self.x, recon).tolist()
 
     def standardise(self, mus: torch.Tensor) -> None:

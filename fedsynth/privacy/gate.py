@@ -214,6 +214,12 @@ class PrivacyGate:
                             f"candidates of shape {cands.shape[1:]}")
         return cands, comps
 
+    def _audit_entry(self, res: CheckResult, i: int) -> dict[str, dict[str, Any]]:
+        """Per metric: candidate ``i``'s certified distance, nearest reference and its patient (local audit only)."""
+        return {m: {"distance": float(res.distances[m][i]), "reference_index": int(res.nearest[m][i]),
+                    "patient_id": None if self.groups is None else str(self.groups[res.nearest[m][i]])}
+                for m in self.metrics}
+
     def _run(self, source: Callable[[int], Any], quota: int, max_attempts: int,
              generator_hash: str | None, show_progress: bool) -> GateResult:
         kept: list[np.ndarray] = []
@@ -244,15 +250,9 @@ class PrivacyGate:
                     kept.append(cands[i])
                     bar.update(1)
                 records.append(rec)
-                audit.append({"index": drawn - 1, "accepted": ok, **{
-                    m: {"distance": float(res.distances[m][i]), "reference_index": int(res.nearest[m][i]),
-                        "patient_id": None if self.groups is None else str(self.groups[res.nearest[m][i]])}
-                    for m in self.metrics}})
+                audit.append({"index": drawn - 1, "accepted": ok, **self._audit_entry(res, i)})
                 if comp is not None:
-                    audit[-1]["companion"] = {m: {
-                        "distance": float(comp.distances[m][i]), "reference_index": int(comp.nearest[m][i]),
-                        "patient_id": None if self.groups is None else str(self.groups[comp.nearest[m][i]])}
-                        for m in self.metrics}
+                    audit[-1]["companion"] = self._audit_entry(comp, i)
                 if len(kept) >= quota:
                     break
         bar.close()
