@@ -47,7 +47,7 @@ CACHE = Path(tempfile.gettempdir()) / "fedsynth-gate-bench"
 def _ct_slices(n: int, size: int, seed: int) -> np.ndarray:
     """``n`` CT slices (size x size, [0, 1]) from the cohort generator: 32 slices per patient, 3 scanners."""
     import fedsynth.data.cohort as cohort
-    from fedsynth.data.normalise import hu_to_unit
+    from fedsynth.data.normalise import hu_to_window
 
     out = []
     for p in range((n + 31) // 32):
@@ -56,7 +56,7 @@ def _ct_slices(n: int, size: int, seed: int) -> np.ndarray:
         rng = np.random.default_rng([seed, site, p])
         mix = scanner.patient_mix + float(rng.normal(0, 0.5))
         img = cohort.render_ct_patient(cohort.sample_ct_patient(rng, mix), 32, size, scanner.fov)
-        out.append(hu_to_unit(cohort.apply_ct_scanner(img, scanner, rng)).astype(np.float32))
+        out.append(hu_to_window(cohort.apply_ct_scanner(img, scanner, rng)).astype(np.float32))
     return np.concatenate(out)[:n]
 
 

@@ -32,9 +32,8 @@ def run_modality(modality: str, args: argparse.Namespace) -> dict:
     from fedsynth.generative import load_generator, load_profile, train_ldm
     from fedsynth.generative.commands import parse_overrides
     from fedsynth.privacy import GateConfig, PrivacyGate
-    from fedsynth.report import compare, render_html, summarise, write_report
+    from fedsynth.report import DEFAULT_MARGINS, compare, render_html, summarise, write_report
     from fedsynth.tasks import TaskConfig, evaluate_network, train_network
-    from fedsynth.tasks.stats import DEFAULT_MARGINS
 
     t: dict[str, float] = {}
     t0 = time.perf_counter()

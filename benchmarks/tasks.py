@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from tasks_fixtures import blobs  # noqa: E402
+from fixtures.images import body_discs  # noqa: E402
 
 from fedsynth.tasks import TaskConfig, build_network, evaluate_network, low_dose_ct, train_network  # noqa: E402
 
@@ -42,7 +42,7 @@ def projector_table(sizes: list[int], quick: bool) -> str:
     for size in sizes:
         n_t = 32
         n_s = 2 if size > 64 else 4
-        x = blobs(n_t, size)
+        x = body_discs(n_t, size)
         t = _rate(lambda x=x: low_dose_ct(x, dose_fraction=0.25, projector="torch"), n_t, 0.5 if quick else 2.0)
         s = _rate(lambda x=x[:n_s]: low_dose_ct(x, dose_fraction=0.25, projector="skimage"), n_s,
                   0.5 if quick else 2.0)
@@ -89,7 +89,7 @@ def network_table(quick: bool) -> str:
 def default_run_table(n_train: int, n_test: int) -> str:
     lines = ["| task / network | train images | epochs run | seconds | input PSNR (dB) | output PSNR (dB) | gain |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    train, test = blobs(n_train, 64, seed=1), blobs(n_test, 64, seed=2)
+    train, test = body_discs(n_train, 64, seed=1), body_discs(n_test, 64, seed=2)
     for task in ("ldct", "sr"):
         cfg = TaskConfig(task=task)
         t0 = time.perf_counter()

@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from fedsynth import __version__
 from fedsynth.errors import FedsynthError
+from fedsynth.runtime import apply_loopback_env, setup_logging
 
 __all__ = ["build_parser", "main"]
 
@@ -44,14 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    apply_loopback_env()
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Third-party chatter (faiss reports the CPU builds it did not load) only in --verbose.
-    for noisy in ("faiss", "faiss.loader"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    setup_logging(level)
     try:
         result = args.func(args)
     except FedsynthError as err:

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Deployment Engine smoke test on 127.0.0.1: TLS + SuperNode authentication,
 # one SuperLink, two SuperNodes, a tiny study, then checks the pool and report.
-#   server/smoke-deploy.sh [WORKDIR] [SCENARIO]     (default scenario: simulations/tiny.toml)
+#   server/smoke-deploy.sh [WORKDIR] [SCENARIO] [PORT]   (defaults: a temp dir, simulations/tiny.toml, 8100)
 # Everything listens on 127.0.0.1 only. Processes started here are stopped by PID on exit.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(realpath -m "${1:-$(mktemp -d /tmp/fedsynth-deploy.XXXXXX)}")
 scenario=$(realpath "${2:-$repo/simulations/tiny.toml}")
-port=${FEDSYNTH_SMOKE_PORT:-8100}
+port=${3:-8100}
 mkdir -p "$work"
 export FLWR_HOME="$work/flwr-home" FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 \
        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from data_fixtures import make_site, write_array, write_ct
+from fixtures.nifti import make_site, write_array, write_ct
 
 from fedsynth.cli import main
 from fedsynth.config import IngestSettings
-from fedsynth.data import ingest_site, load_volume, open_store, read_image_stack, split_patients
+from fedsynth.data import (
+    SliceStore,
+    ingest_site,
+    load_volume,
+    open_store,
+    read_image_stack,
+    split_patients,
+)
+from fedsynth.data.ingest import INDEX_FILE
 from fedsynth.errors import DataError
 
 
@@ -109,6 +120,91 @@ def test_four_d_needs_a_frame(tmp_path: Path) -> None:
     store = ingest_site(tmp_path / "s", "pet", tmp_path / "c", progress=False,
                         settings=IngestSettings(size=16, frame=1))
     assert len(store) > 0
+
+
+# --- the stat index: a repeated ingest reads no volume ------------------------------------------
+
+
+def _set_mtimes(site: Path, offset_s: float) -> None:
+    """Give every volume an mtime ``offset_s`` from now (a fresh volume is always re-hashed)."""
+    t = time.time_ns() + int(offset_s * 1e9)
+    for p in site.iterdir():
+        os.utime(p, ns=(t, t))
+
+
+def _garble_keeping_stat(vol: Path) -> None:
+    """Overwrite ``vol`` with zeros of the same size and restore its mtime: only a read notices."""
+    st = vol.stat()
+    vol.write_bytes(b"\0" * st.st_size)
+    os.utime(vol, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_repeated_ingest_reads_no_volume(tmp_path: Path) -> None:
+    site, out = make_site(tmp_path / "site", n_patients=4), tmp_path / "cache"
+    _set_mtimes(site, -3600)
+    first = ingest_site(site, "ct", out, size=16, progress=False)
+    _garble_keeping_stat(site / "p001.nii.gz")
+    again = ingest_site(site, "ct", out, size=16, progress=False)  # the garbage is never read
+    assert again.path == first.path
+    np.testing.assert_array_equal(again.images, first.images)
+    # The documented trade-off, and its way out: without the index the content is hashed again.
+    (out / INDEX_FILE).unlink()
+    with pytest.raises(DataError, match="p001.nii.gz"):
+        ingest_site(site, "ct", out, size=16, progress=False)
+
+
+def test_changed_volume_is_reingested(tmp_path: Path) -> None:
+    site, out = make_site(tmp_path / "site", n_patients=4), tmp_path / "cache"
+    _set_mtimes(site, -3600)
+    first = ingest_site(site, "ct", out, size=16, progress=False)
+    write_ct(site / "p001.nii.gz", seed=99)  # new content, new mtime
+    again = ingest_site(site, "ct", out, size=16, progress=False)
+    assert again.path != first.path and again.meta["key"] != first.meta["key"]
+
+    def slices(store: SliceStore, pid: str) -> np.ndarray:
+        return store.images[store.patient_ids == pid]
+
+    assert not np.array_equal(slices(again, "p001"), slices(first, "p001"))
+    np.testing.assert_array_equal(slices(again, "p000"), slices(first, "p000"))
+
+
+def test_volume_modified_just_now_is_hashed_on_every_call(tmp_path: Path) -> None:
+    # Within the file system's timestamp granularity a rewrite can keep size and mtime.
+    site, out = make_site(tmp_path / "site", n_patients=4), tmp_path / "cache"
+    _set_mtimes(site, +60)
+    ingest_site(site, "ct", out, size=16, progress=False)
+    _garble_keeping_stat(site / "p001.nii.gz")
+    with pytest.raises(DataError, match="p001.nii.gz"):
+        ingest_site(site, "ct", out, size=16, progress=False)
+
+
+def _stale(index: Path) -> None:
+    obj = json.loads(index.read_text())
+    gone = {k: "slices-0123456789abcdef" for k in obj["stores"]}  # a store that does not exist
+    index.write_text(json.dumps({**obj, "stores": gone}))
+
+
+INDEX_DAMAGE: dict[str, Callable[[Path], object]] = {
+    "missing": lambda index: index.unlink(),
+    "not_json": lambda index: index.write_text("{not json"),
+    "foreign": lambda index: index.write_text('{"version": 1, "stores": {"x": "../../etc"}}'),
+    "wrong_version": lambda index: index.write_text(json.dumps({"version": 99, "stores": []})),
+    "stale_store": _stale,
+}
+
+
+@pytest.mark.parametrize("damage", sorted(INDEX_DAMAGE))
+def test_damaged_index_falls_back_to_the_content_key(tmp_path: Path, damage: str) -> None:
+    site, out = make_site(tmp_path / "site", n_patients=4), tmp_path / "cache"
+    _set_mtimes(site, -3600)
+    first = ingest_site(site, "ct", out, size=16, progress=False)
+    INDEX_DAMAGE[damage](out / INDEX_FILE)
+    again = ingest_site(site, "ct", out, size=16, progress=False)
+    assert again.path == first.path  # same content key, same store: nothing re-ingested
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [first.path.name]
+    assert json.loads((out / INDEX_FILE).read_text())["stores"]  # and the index is usable again
+    _garble_keeping_stat(site / "p001.nii.gz")
+    assert ingest_site(site, "ct", out, size=16, progress=False).path == first.path
 
 
 # --- bad inputs through the CLI: one line, exit 2, nothing written -------------------------------

@@ -34,13 +34,13 @@ def test_provision_writes_a_usable_key_set(tmp_path):
 
 
 def test_signing_keys_sign_and_the_registry_verifies(tmp_path):
-    from federation_fixtures import blobs
+    from fixtures.images import smooth_noise
 
     from fedsynth.privacy import load_private_key, load_public_key
 
     res = provision(tmp_path, 1)
     s = res.sites[0]
-    msg = blobs(1, 8).tobytes()
+    msg = smooth_noise(1, 8).tobytes()
     sig = load_private_key(s.signing_private).sign(msg)
     load_public_key(s.registered_public).verify(sig, msg)  # raises if the registry key is not the site's
 

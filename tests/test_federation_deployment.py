@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -18,9 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(shutil.which("flower-superlink") is None, reason="flwr CLI not installed")
 def test_superlink_two_supernodes_tls_auth_tiny_study(tmp_path):
-    env = {**os.environ, "FEDSYNTH_SMOKE_PORT": "8170"}
-    res = subprocess.run([str(REPO / "server" / "smoke-deploy.sh"), str(tmp_path / "w")],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    res = subprocess.run([str(REPO / "server" / "smoke-deploy.sh"), str(tmp_path / "w"),
+                          str(REPO / "simulations" / "tiny.toml"), "8170"],
+                         cwd=REPO, capture_output=True, text=True, timeout=900)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
     assert "unregistered SuperNode refused" in out

@@ -102,3 +102,45 @@ def test_scenario_errors_are_one_line_exit_2(tmp_path, capsys, body, expect):
 def test_unknown_scenario_names_the_known_ones(tmp_path, capsys):
     assert main(["simulate", "no-such-scenario", "--out", str(tmp_path)]) == 2
     assert "default" in capsys.readouterr().err
+
+
+def _roundtrip(content: RecordDict) -> RecordDict:
+    return P.wire_roundtrip(content)
+
+
+def test_typed_requests_and_replies_survive_the_wire():
+    from fedsynth.privacy import GateConfig
+    from fedsynth.tasks import TaskConfig
+
+    gate = GateConfig(metrics=["pixel_rmse"], percentile=2.5)
+    task = TaskConfig(task="ldct", channels=8)
+    pub = P.PublishRequest(gate=gate, quota=5, max_attempts=20, seed=3, sample_steps=10, chunk_images=2, offset=4)
+    assert P.PublishRequest.from_content(_roundtrip(pub.to_content())) == pub
+    info = P.SiteInfo(site_id="s", modality="ct", n_train=3, n_test=2, image_size=32, generator_ready=True)
+    assert P.SiteInfo.from_content(_roundtrip(info.to_content())) == info
+    gen = P.GeneratorRequest(profile="tiny", overrides={"ae_epochs": 2})
+    assert P.GeneratorRequest.from_content(_roundtrip(gen.to_content())) == gen
+    rep = P.GeneratorReply(site_id="s", checkpoint_hash="sha256:ab", skipped=True, seconds=1.5)
+    assert P.GeneratorReply.from_content(_roundtrip(rep.to_content())) == rep
+    ev = P.EvaluateRequest(task=task, seed=9)
+    assert P.EvaluateRequest.from_content(_roundtrip(ev.to_content(ArrayRecord()))) == ev
+    tr = P.TrainRequest(task=task, local_epochs=2, seed=1)
+    content = tr.to_content(ArrayRecord())
+    content[P.CONFIG_KEY]["server-round"] = 3  # what Flower's strategies add
+    content[P.CONFIG_KEY]["proximal-mu"] = 0.01
+    back = P.TrainRequest.from_content(_roundtrip(content))
+    assert back.server_round == 3 and back.proximal_mu == 0.01 and back.task == task
+    metrics = P.EvaluateReply({"psnr": [30.0, 31.0], "ssim": [0.9, 0.8], "rmse": [0.1, 0.2]})
+    assert P.EvaluateReply.from_content(_roundtrip(metrics.to_content())) == metrics
+
+
+def test_malformed_records_are_protocol_errors():
+    with pytest.raises(P.ProtocolError, match="lacks"):
+        P.SiteInfo.from_content(RecordDict())
+    with pytest.raises(P.ProtocolError, match="record .site.: key .modality.: required"):
+        P.SiteInfo.from_content(RecordDict({P.SITE_KEY: ConfigRecord({"site-id": "s"})}))
+    with pytest.raises(P.ProtocolError, match="quota"):
+        P.PublishRequest.from_content(RecordDict({P.CONFIG_KEY: ConfigRecord(
+            {"gate": "{}", "quota": "many", "max-attempts": 3})}))
+    with pytest.raises(P.ProtocolError, match="JSON"):
+        P.TrainRequest.from_content(RecordDict({P.CONFIG_KEY: ConfigRecord({"task": "{", "local-epochs": 1})}))

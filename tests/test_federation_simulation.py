@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from federation_fixtures import TINY_SCENARIO, listening_addresses
+from fixtures.federation import TINY_SCENARIO, listening_addresses
 
 from fedsynth.report import validate_report
 
@@ -26,15 +26,12 @@ pytestmark = pytest.mark.slow
 def study(tmp_path_factory):
     from fedsynth.config import load_toml
     from fedsynth.federation.config import ScenarioConfig
-    from fedsynth.federation.mods import AUDIT_ENV
     from fedsynth.federation.simulation import run_simulated_study
 
     root = tmp_path_factory.mktemp("sim")
     (root / "tiny.toml").write_text(TINY_SCENARIO)
     scenario = load_toml(root / "tiny.toml", ScenarioConfig)
     audit = root / "audit"
-    old = os.environ.get(AUDIT_ENV)
-    os.environ[AUDIT_ENV] = str(audit)
     seen: set[str] = set()
     stop = threading.Event()
 
@@ -47,15 +44,11 @@ def study(tmp_path_factory):
     t.start()
     try:
         t0 = time.perf_counter()
-        report = run_simulated_study(scenario, root / "out")
+        report = run_simulated_study(scenario, root / "out", audit_dir=audit)
         first_s = time.perf_counter() - t0
     finally:
         stop.set()
         t.join()
-        if old is None:
-            os.environ.pop(AUDIT_ENV, None)
-        else:
-            os.environ[AUDIT_ENV] = old
     return {"root": root, "out": root / "out", "audit": audit, "report": report, "sockets": seen,
             "scenario": scenario, "first_s": first_s}
 
@@ -85,13 +78,12 @@ def test_report_has_the_design_keys(study):
 
 
 def _real_slices(out: Path):
-    from fedsynth.federation.config import ScenarioConfig
-    from fedsynth.federation.site_task import open_site_store, resolve_site
+    from fedsynth.data import ingest_configured_site
+    from fedsynth.federation.study_dir import load_spec, simulated_site
 
-    spec = json.loads((out / "study.json").read_text())
-    n = ScenarioConfig.model_validate(spec["scenario"]).cohort.sites
-    stores = [open_site_store(resolve_site({"partition-id": i}, {"out": str(out)})) for i in range(n)]
-    return stores
+    spec = load_spec(out)
+    n = spec.scenario.cohort.sites
+    return [ingest_configured_site(simulated_site(out, spec.scenario, k)) for k in range(1, n + 1)]
 
 
 def test_no_real_slice_patient_id_or_path_leaves_a_site(study):

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from federation_fixtures import signed_bundle
-from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
+from fixtures.federation import signed_bundle
+from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from fedsynth.federation import protocol as P
 from fedsynth.federation.config import ScenarioConfig
+from fedsynth.federation.phases.generators import train_generators
 from fedsynth.federation.study import Study, StudyError, StudySpec
 
 
@@ -77,21 +76,17 @@ def _site(site_id, bundle=None, fail=(), silent=()):
         if kind in silent:
             return None
         if kind == P.MSG_PING:
-            return RecordDict({P.SITE_KEY: ConfigRecord({"site-id": site_id, "n-train": 4, "n-test": 2})})
+            return P.SiteInfo(site_id=site_id, modality="ct", n_train=4, n_test=2, image_size=32,
+                              generator_ready=False).to_content()
         if kind == P.MSG_TRAIN_GENERATOR:
-            return RecordDict({P.SITE_KEY: ConfigRecord({"site-id": site_id, "checkpoint-hash": "ab",
-                                                         "skipped": False}),
-                               P.METRICS_KEY: MetricRecord({"seconds": 1.0})})
+            return P.GeneratorReply(site_id=site_id, checkpoint_hash="ab", skipped=False, seconds=1.0).to_content()
         if kind == P.MSG_PUBLISH:
             images, signed = bundle
-            cfg = msg.content[P.CONFIG_KEY]
-            off, n = int(cfg["offset"]), int(cfg["chunk-images"])
-            rd = RecordDict({P.IMAGES_KEY: P.images_to_record(images[off : off + n]),
-                             P.SITE_KEY: ConfigRecord({"site-id": site_id, "offset": off,
-                                                       "n-total": len(images), "quota-met": True})})
-            if off == 0:
-                rd[P.CERT_KEY] = P.blob_to_record(json.dumps(signed).encode())
-            return rd
+            req = P.PublishRequest.from_content(msg.content)
+            off, n = req.offset, req.chunk_images
+            return P.PublishChunk(site_id=site_id, offset=off, n_total=len(images), quota_met=True,
+                                  n_accepted=len(images), n_rejected=0, acceptance_rate=1.0,
+                                  images=images[off : off + n], signed=signed if off == 0 else None).to_content()
         raise AssertionError(kind)
 
     return answer
@@ -101,7 +96,8 @@ def _study(tmp_path, behaviour, keys, min_sites=2):
     sc = ScenarioConfig(name="t", min_sites=min_sites,
                         task={"task": "ldct", "network": "rednet", "channels": 4, "patch_size": 24},
                         gate={"metrics": ["pixel_rmse"]}, publish={"quota": 6, "chunk_images": 4})
-    spec = StudySpec(sc, tmp_path / "study", keys, mode="deployment", expected_sites=len(behaviour))
+    spec = StudySpec(scenario=sc, out=tmp_path / "study", site_keys=keys, mode="deployment",
+                     expected_sites=len(behaviour))
     return Study(FakeGrid(behaviour), spec)
 
 
@@ -119,28 +115,30 @@ def _bundles(tmp_path, n_sites):
 def test_publish_in_chunks_verifies_and_pools(tmp_path):
     keys, b = _bundles(tmp_path, 2)
     st = _study(tmp_path, {10: _site("site-1", b[1]), 20: _site("site-2", b[2])}, keys)
-    st._connect()
+    st.roster.connect()
     st._publish()
-    assert st.pool.count() == 12 and st.pool.sites() == ["site-1", "site-2"]
-    np.testing.assert_array_equal(st.pool.images("site-1"), b[1][0])
-    assert st.grid.totals()["synthetic-pool"]["received"] > b[1][0].nbytes + b[2][0].nbytes
-    assert st.state["privacy"]["site-1"]["n_published"] == 6
+    pool = st.ctx.pool
+    assert pool.count() == 12 and pool.sites() == ["site-1", "site-2"]
+    np.testing.assert_array_equal(pool.images("site-1"), b[1][0])
+    assert st.roster.grid.totals()["synthetic-pool"]["received"] > b[1][0].nbytes + b[2][0].nbytes
+    assert st.state.privacy["site-1"]["n_published"] == 6
     # resume: a second publish phase asks nobody again
-    before = len(st.grid._inner.sent)
+    before = len(st.roster.grid._inner.sent)
     st._publish()
-    assert len(st.grid._inner.sent) == before
+    assert len(st.roster.grid._inner.sent) == before
 
 
 def test_failed_and_silent_sites_are_dropped_and_named(tmp_path):
     keys, b = _bundles(tmp_path, 3)
     st = _study(tmp_path, {1: _site("site-1", b[1]), 2: _site("site-2", b[2], fail={P.MSG_TRAIN_GENERATOR}),
                            3: _site("site-3", b[3])}, keys)
-    st._connect()
-    st._train_generators()
-    assert set(st.missing) == {"site-2"}
-    assert "RuntimeError" in st.missing["site-2"] and "secret" not in st.missing["site-2"]
-    assert st.report()["missing_sites"] == st.missing
-    st.grid._inner.behaviour[3] = _site("site-3", b[3], silent={P.MSG_PUBLISH})
+    st.roster.connect()
+    train_generators(st.ctx)
+    missing = st.roster.missing
+    assert set(missing) == {"site-2"}
+    assert "RuntimeError" in missing["site-2"] and "secret" not in missing["site-2"]
+    assert st.report().missing_sites == missing
+    st.roster.grid._inner.behaviour[3] = _site("site-3", b[3], silent={P.MSG_PUBLISH})
     with pytest.raises(StudyError, match="min_sites=2.*site-2.*site-3"):
         st._publish()
 
@@ -151,19 +149,33 @@ def test_tampered_bundle_is_rejected_not_pooled(tmp_path):
     bad = images.copy()
     bad[-1] += 0.001  # last chunk altered in transit
     st = _study(tmp_path, {1: _site("site-1", b[1]), 2: _site("site-2", (bad, signed))}, keys)
-    st._connect()
+    st.roster.connect()
     st._publish()
-    assert st.pool.sites() == ["site-1"]
-    assert "digest" in st.state["rejected_bundles"]["site-2"]
-    assert st.state["privacy"]["site-2"]["n_published"] == 0
-    assert len(st.pool.bundles(site="site-2", verified=False)) == 1
+    assert st.ctx.pool.sites() == ["site-1"]
+    assert "digest" in st.state.rejected_bundles["site-2"]
+    assert st.state.privacy["site-2"]["n_published"] == 0
+    assert len(st.ctx.pool.bundles(site="site-2", verified=False)) == 1
 
 
 def test_unregistered_site_key_is_rejected(tmp_path):
     keys, b = _bundles(tmp_path, 2)
     (keys / "site-2.pub").unlink()
     st = _study(tmp_path, {1: _site("site-1", b[1]), 2: _site("site-2", b[2])}, keys)
-    st._connect()
+    st.roster.connect()
     st._publish()
-    assert st.pool.sites() == ["site-1"]
-    assert "no registered public key" in st.state["rejected_bundles"]["site-2"]
+    assert st.ctx.pool.sites() == ["site-1"]
+    assert "no registered public key" in st.state.rejected_bundles["site-2"]
+
+
+def test_replies_come_back_in_site_order_whatever_order_they_arrived(tmp_path):
+    """Strategies sum weights in reply order; a fixed order keeps FedAvg independent of who finished first."""
+    keys, b = _bundles(tmp_path, 3)
+    st = _study(tmp_path, {30: _site("site-1", b[1]), 10: _site("site-3", b[3]), 20: _site("site-2", b[2])}, keys)
+    st.roster.connect()
+    assert [s.site_id for s in st.roster.alive()] == ["site-1", "site-2", "site-3"]
+    fake = st.roster.grid._inner
+    plain = fake.send_and_receive  # answers in the order the messages were sent
+    fake.send_and_receive = lambda msgs, timeout=None: list(reversed(plain(msgs, timeout=timeout)))
+    msgs = [Message(P.PingRequest().to_content(), dst_node_id=n, message_type=P.MSG_PING) for n in (20, 10, 30)]
+    replies = st.roster.grid.send_and_receive(msgs, timeout=5)
+    assert [P.SiteInfo.from_content(r.content).site_id for r in replies] == ["site-1", "site-2", "site-3"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from generative_fixtures import blobs, train_tiny
+from fixtures.generative import train_tiny
+from fixtures.images import spot_discs
 
 from fedsynth.errors import CheckpointError, ConfigError, DataError
 from fedsynth.generative import evaluate_quality, load_generator, load_profile, train_ldm
@@ -49,7 +50,7 @@ def test_finished_run_resumed_is_a_noop(trained) -> None:
     work, summary = trained
     before = (work / "model.pt").stat().st_mtime_ns
     again = train_ldm(
-        blobs(16), work, load_profile("tiny", image_size=32, ae_epochs=12, unet_epochs=6), resume=True,
+        spot_discs(16), work, load_profile("tiny", image_size=32, ae_epochs=12, unet_epochs=6), resume=True,
         progress=False)
     assert again["steps"] == summary["steps"] and again["resumed"]
     assert (work / "model.pt").stat().st_mtime_ns == before
@@ -62,7 +63,7 @@ def test_latents_are_standardised_per_channel(trained) -> None:
     work, _ = trained
     gen = load_generator(work)
     with torch.no_grad():
-        mu = gen.autoencoder.encode(torch.from_numpy(blobs(16)).unsqueeze(1))[0]
+        mu = gen.autoencoder.encode(torch.from_numpy(spot_discs(16)).unsqueeze(1))[0]
     z = (mu - torch.tensor(gen.shift).view(1, -1, 1, 1)) * torch.tensor(gen.scale).view(1, -1, 1, 1)
     np.testing.assert_allclose(z.mean(dim=(0, 2, 3)).numpy(), 0.0, atol=1e-3)
     np.testing.assert_allclose(z.std(dim=(0, 2, 3)).numpy(), 1.0, atol=1e-3)
@@ -88,14 +89,14 @@ def test_checkpoint_with_one_global_scale_still_loads(trained, tmp_path) -> None
 def test_resume_with_other_config_is_refused(trained) -> None:
     work, _ = trained
     with pytest.raises(CheckpointError, match="different config"):
-        train_ldm(blobs(16), work, load_profile("tiny", image_size=32, ae_epochs=12, unet_epochs=7),
+        train_ldm(spot_discs(16), work, load_profile("tiny", image_size=32, ae_epochs=12, unet_epochs=7),
                   resume=True, progress=False)
 
 
 def test_quality_report_has_baselines(trained, tmp_path) -> None:
     work, _ = trained
     gen = load_generator(work)
-    rep = evaluate_quality(gen, blobs(12, seed=9), tmp_path, n=12, real_reference=blobs(8, seed=5))
+    rep = evaluate_quality(gen, spot_discs(12, seed=9), tmp_path, n=12, real_reference=spot_discs(8, seed=5))
     for key in ("histogram_w1", "ms_ssim_diversity", "frechet_ae"):
         assert np.isfinite(rep["synthetic"][key])
         assert np.isfinite(rep["baselines"]["noise"][key]) and np.isfinite(rep["baselines"]["blurred_mean"][key])
@@ -111,7 +112,7 @@ def test_fine_texture_sees_smoothing_and_noise() -> None:
 
     from fedsynth.generative.quality import fine_texture
 
-    x = blobs(8, seed=3)
+    x = spot_discs(8, seed=3)
     noisy = np.clip(x + np.random.default_rng(0).normal(0, 0.03, x.shape), 0, 1).astype(np.float32)
     smooth = gaussian_filter(noisy, sigma=(0, 1.5, 1.5))
     assert fine_texture(smooth) < 0.5 * fine_texture(noisy)
@@ -142,7 +143,7 @@ def test_unknown_profile_and_bad_images() -> None:
         load_profile("huge")
     cfg = load_profile("tiny")
     with pytest.raises(DataError, match=r"\[0, 1\]"):
-        train_ldm(blobs(4) * 3, "unused", cfg)
+        train_ldm(spot_discs(4) * 3, "unused", cfg)
     with pytest.raises(DataError, match="shape"):
         train_ldm(np.zeros((4, 32), np.float32), "unused", cfg)
 

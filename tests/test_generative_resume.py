@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import write_ct
+from fixtures.nifti import write_ct
 
 from fedsynth.cli import main
 from fedsynth.errors import CheckpointError

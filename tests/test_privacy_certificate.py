@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from privacy_fixtures import cohort
+from fixtures.privacy import cohort
 
 from fedsynth.cli import main
 from fedsynth.errors import ConfigError, GateError
@@ -33,7 +33,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, np.ndarra
     priv, _ = generate_site_key(keys)
     res = PrivacyGate(refs, GateConfig(), reference_groups=ids).run(lambda n: others[:n], quota=4, max_attempts=12)
     assert len(res.accepted) >= 2
-    return sign_certificate(res.certificate, load_private_key(priv)), res.accepted, keys
+    return sign_certificate(res.certificate, load_private_key(priv)).model_dump(mode="json"), res.accepted, keys
 
 
 def _tamper(signed: dict, what: str) -> dict:
@@ -57,7 +57,8 @@ def _tamper(signed: dict, what: str) -> dict:
 def test_verifies_untouched(published: tuple) -> None:
     signed, images, keys = published
     cert = verify_certificate(signed, load_public_key(keys / "site.pub"), images)
-    assert cert["summary"]["n_published"] == len(images)
+    assert cert.summary.n_published == len(images)
+    assert cert.body() == signed["certificate"]  # the typed certificate is exactly the signed body
 
 
 @pytest.mark.parametrize("what", ["distance", "threshold", "flag", "generator", "signature", "unsigned"])
@@ -81,6 +82,23 @@ def test_tampered_images_fail(published: tuple, what: str) -> None:
         imgs[0, 5, 5] += 1e-3
     with pytest.raises(GateError):
         verify_certificate(signed, load_public_key(keys / "site.pub"), imgs)
+
+
+def test_malformed_body_with_a_valid_signature_is_a_gate_error(published: tuple, tmp_path: Path) -> None:
+    """A body the site really signed but that does not fit the certificate model is refused, in one line."""
+    signed, images, keys = published
+    priv = load_private_key(keys / "site.key")
+    for edit in ("drop_summary", "string_distance", "extra_field"):
+        body = copy.deepcopy(signed["certificate"])
+        if edit == "drop_summary":
+            del body["summary"]
+        elif edit == "string_distance":
+            body["images"][0]["nn_distance"]["pixel_rmse"] = "far"
+        else:
+            body["note"] = "trust me"
+        with pytest.raises(GateError, match="malformed certificate") as err:
+            verify_certificate(sign_certificate(body, priv), load_public_key(keys / "site.pub"), images)
+        assert "\n" not in str(err.value)
 
 
 def test_other_key_fails(published: tuple, tmp_path: Path) -> None:
@@ -190,11 +208,11 @@ def test_verify_applies_the_thresholds_to_companions(tmp_path: Path) -> None:
     res = gate.run(lambda n: (others[:n], others[:n]), quota=2, max_attempts=12)
     key = load_private_key(priv)
     verify_certificate(sign_certificate(res.certificate, key), load_public_key(pub), res.accepted)
-    lying = copy.deepcopy(res.certificate)
+    lying = res.certificate.body()
     lying["images"][0]["nn_distance_companion"]["pixel_rmse"] = 0.0  # companion was a copy, still "accepted"
     with pytest.raises(GateError, match="contradicts"):
         verify_certificate(sign_certificate(lying, key), load_public_key(pub), res.accepted)
-    missing = copy.deepcopy(res.certificate)
+    missing = res.certificate.body()
     del missing["images"][0]["nn_distance_companion"]
     with pytest.raises(GateError, match="companion"):
         verify_certificate(sign_certificate(missing, key), load_public_key(pub), res.accepted)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.privacy import cohort
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from privacy_fixtures import cohort
 
 from fedsynth.errors import GateError
 from fedsynth.privacy import GateConfig, PrivacyGate, ncc_robust, pixel_rmse
@@ -107,9 +107,9 @@ def test_run_meets_quota_and_reports_rate(gate: PrivacyGate, site: tuple) -> Non
     res = gate.run(source, quota=5, max_attempts=100, generator_hash="abc")
     assert len(res.accepted) == 5 and res.quota_met
     assert 0 < res.acceptance_rate < 1 and res.n_candidates <= 100
-    s = res.certificate["summary"]
-    assert s["n_published"] == 5 and s["n_candidates"] == res.n_candidates and s["quota_met"]
-    assert res.certificate["generator_hash"] == "abc"
+    s = res.certificate.summary
+    assert s.n_published == 5 and s.n_candidates == res.n_candidates and s.quota_met
+    assert res.certificate.generator_hash == "abc"
 
 
 def test_quota_not_met_is_reported(gate: PrivacyGate, site: tuple) -> None:
@@ -122,7 +122,7 @@ def test_quota_not_met_is_reported(gate: PrivacyGate, site: tuple) -> None:
 
     res = gate.run(copies, quota=3, max_attempts=20)
     assert not res.quota_met and len(res.accepted) == 0 and sum(drawn) <= 20
-    assert res.certificate["summary"]["quota_met"] is False and res.certificate["published"] == []
+    assert res.certificate.summary.quota_met is False and res.certificate.published == []
 
 
 def test_certificate_holds_no_patient_ids_or_indices(gate: PrivacyGate, site: tuple) -> None:
@@ -130,7 +130,7 @@ def test_certificate_holds_no_patient_ids_or_indices(gate: PrivacyGate, site: tu
 
     _, ids, others = site
     res = gate.run(lambda n: others[:n], quota=3, max_attempts=12)
-    text = json.dumps(res.certificate)
+    text = json.dumps(res.certificate.body())
     assert not any(pid in text for pid in set(ids))
     assert "reference_index" not in text and "patient_id" not in text
     assert "reference_index" in json.dumps(res.audit)  # the local audit keeps them
@@ -206,9 +206,9 @@ def test_companions_keep_noised_copies_out(gate: PrivacyGate, site: tuple) -> No
     assert alone.quota_met or len(alone.accepted) > 0  # the noise alone passes the gate ...
     paired = gate.run(lambda n: (noised[:n], refs[:n]), quota=len(refs), max_attempts=len(refs))
     assert len(paired.accepted) == 0  # ... the anatomy does not
-    rec = paired.certificate["images"][0]
-    assert set(rec["nn_distance_companion"]) == set(rec["nn_distance"]) and rec["nn_distance_companion"]["pixel_rmse"] == 0
-    assert paired.certificate["companions"] == {"required": False, "checked": True}
+    rec = paired.certificate.images[0]
+    assert set(rec.nn_distance_companion) == set(rec.nn_distance) and rec.nn_distance_companion["pixel_rmse"] == 0
+    assert paired.certificate.body()["companions"] == {"required": False, "checked": True}
     assert "companion" in paired.audit["candidates"][0]
     fine = gate.run(lambda n: (others[:n], others[:n]), quota=2, max_attempts=len(others))
     assert len(fine.accepted) == 2  # far candidates with far companions still pass
@@ -222,4 +222,4 @@ def test_required_companions_fail_closed_when_missing_or_mismatched(site: tuple)
     with pytest.raises(GateError, match="companions"):
         gate.run(lambda n: (others[:n], others[:1]), quota=2, max_attempts=10)
     res = gate.run(lambda n: (others[:n], others[:n]), quota=2, max_attempts=10)
-    assert res.certificate["companions"]["required"] is True and len(res.accepted) == 2
+    assert res.certificate.companions.required is True and len(res.accepted) == 2

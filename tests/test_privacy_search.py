@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fixtures.privacy import brute_ncc, brute_rmse, ct_slices, slices
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from privacy_fixtures import brute_ncc, brute_rmse, ct_slices, slices
 
 from fedsynth.privacy import GateConfig, ReferenceIndex, ncc_robust, pixel_rmse
 

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from tasks_fixtures import blobs
+from fixtures.images import body_discs
 
 from fedsynth.errors import ConfigError
 from fedsynth.report import ReportModel, compare, load_report, render_html, summarise, write_report
@@ -66,7 +66,7 @@ def test_write_and_load_round_trip(tmp_path) -> None:
     model = load_report(path)
     assert isinstance(model, ReportModel)
     assert model.methods["real"].pooled.n == 22
-    assert model.model_extra["scenario"] == "unit"
+    assert model.scenario == "unit"
     assert {c.metric for c in model.comparisons} == {"psnr", "ssim"}
     assert not list(tmp_path.glob("*.tmp*"))
 
@@ -115,7 +115,7 @@ def test_load_report_file_errors(tmp_path) -> None:
 
 def test_html_renders_self_contained(tmp_path) -> None:
     path = write_report(tmp_path, _report())
-    imgs = blobs(3, 32)
+    imgs = body_discs(3, 32)
     out = render_html(
         path,
         tmp_path / "report.html",

@@ -7,15 +7,15 @@ import re
 
 import numpy as np
 import pytest
-from tasks_fixtures import blobs
+from fixtures.images import body_discs
 
 from fedsynth.cli import main
 
 
 @pytest.fixture
 def sets(tmp_path):
-    np.save(tmp_path / "train.npy", blobs(6, 32, seed=1))
-    np.save(tmp_path / "test.npy", blobs(4, 32, seed=2))
+    np.save(tmp_path / "train.npy", body_discs(6, 32, seed=1))
+    np.save(tmp_path / "test.npy", body_discs(4, 32, seed=2))
     return tmp_path
 
 

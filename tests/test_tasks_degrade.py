@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tasks_fixtures import blobs
+from fixtures.images import body_discs
 
 from fedsynth.errors import DataError
 from fedsynth.tasks import TaskConfig, kspace_truncate, low_dose_ct, make_pairs
@@ -20,7 +20,7 @@ FBP_MAX_TOL = 3e-2
 
 
 def test_torch_projector_matches_skimage() -> None:
-    x = blobs(2, 32, seed=3)
+    x = body_discs(2, 32, seed=3)
     st = radon_torch(torch.from_numpy(x), 48).numpy()
     ss = radon_skimage(x, 48)
     assert st.shape == ss.shape == (2, 48, 46)
@@ -34,7 +34,7 @@ def test_torch_projector_matches_skimage() -> None:
 
 
 def test_noise_variance_grows_as_dose_falls() -> None:
-    imgs = blobs(6, 32, seed=1)
+    imgs = body_discs(6, 32, seed=1)
     variances = []
     for dose in (1.0, 0.25, 0.05):
         low = low_dose_ct(imgs, dose_fraction=dose, photons=1e5, seed=0)
@@ -46,7 +46,7 @@ def test_noise_variance_grows_as_dose_falls() -> None:
 
 
 def test_low_dose_deterministic_and_projectors_agree() -> None:
-    imgs = blobs(2, 24, seed=2)
+    imgs = body_discs(2, 24, seed=2)
     a = low_dose_ct(imgs, dose_fraction=0.1, seed=5)
     b = low_dose_ct(imgs, dose_fraction=0.1, seed=5)
     c = low_dose_ct(imgs, dose_fraction=0.1, seed=6)
@@ -58,7 +58,7 @@ def test_low_dose_deterministic_and_projectors_agree() -> None:
 
 
 def test_electronic_noise_adds_variance() -> None:
-    imgs = blobs(3, 24, seed=4)
+    imgs = body_discs(3, 24, seed=4)
     plain = low_dose_ct(imgs, dose_fraction=0.25, seed=0)
     noisy = low_dose_ct(imgs, dose_fraction=0.25, electronic_noise=20.0, seed=0)
     assert np.var(noisy - imgs) > np.var(plain - imgs)
@@ -86,7 +86,7 @@ def test_kspace_truncation_removes_exactly_the_outer_frequencies(factor: int) ->
 
 
 def test_blur_downsample_keeps_low_frequencies_and_size() -> None:
-    imgs = blobs(2, 32, seed=0)
+    imgs = body_discs(2, 32, seed=0)
     low = blur_downsample(imgs, 2)
     assert low.shape == imgs.shape and low.dtype == np.float32
     # a smooth image survives mostly; a checkerboard (highest frequency) is wiped out
@@ -98,7 +98,7 @@ def test_blur_downsample_keeps_low_frequencies_and_size() -> None:
 
 
 def test_make_pairs_shapes_and_validation() -> None:
-    imgs = blobs(3, 32)
+    imgs = body_discs(3, 32)
     for cfg in (TaskConfig(task="ldct"), TaskConfig(task="sr", sr_factor=4), TaskConfig(task="sr", sr_mode="blur")):
         x, y = make_pairs(imgs, cfg, seed=0)
         assert x.shape == y.shape == imgs.shape

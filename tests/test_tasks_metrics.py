@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tasks_fixtures import blobs
+from fixtures.images import body_discs
 
 from fedsynth.tasks import DATA_RANGE, image_metrics
 
@@ -37,7 +37,7 @@ def test_ssim_hand_computed_constant_images() -> None:
 def test_ssim_matches_skimage_gaussian_ssim() -> None:
     from skimage.metrics import structural_similarity
 
-    target = blobs(2, 32, seed=0)
+    target = body_discs(2, 32, seed=0)
     pred = np.clip(target + np.random.default_rng(0).normal(0, 0.05, target.shape), 0, 1).astype(np.float32)
     m = image_metrics(pred, target)
     ref = [

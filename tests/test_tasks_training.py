@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tasks_fixtures import blobs
+from fixtures.images import body_discs
 
 from fedsynth.errors import CheckpointError, ConfigError
 from fedsynth.tasks import (
@@ -57,7 +57,7 @@ def _mse(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, cfg: TaskConfig) 
     [("ldct", "rednet", {"channels": 8}), ("sr", "srcnn", {"channels": 16, "sr_factor": 4, "patches_per_image": 16, "lr": 1e-3}), ("ldct", "unet", {"channels": 8})],
 )
 def test_loss_falls_on_a_small_set(task: str, net: str, extra: dict) -> None:
-    imgs = blobs(6, 32, seed=1)
+    imgs = body_discs(6, 32, seed=1)
     cfg = TaskConfig(
         task=task, network=net, patch_size=32, batch_size=8, dose_fraction=0.05, **{"lr": 2e-3, **extra}
     )
@@ -72,7 +72,7 @@ def test_loss_falls_on_a_small_set(task: str, net: str, extra: dict) -> None:
 
 
 def test_fit_epochs_fedprox_stays_closer_to_global() -> None:
-    imgs = blobs(4, 32, seed=2)
+    imgs = body_discs(4, 32, seed=2)
     cfg = TaskConfig(task="ldct", network="unet", channels=8, patch_size=32, lr=5e-3)
     start = build_network(cfg).state_dict()
     dist = []
@@ -84,7 +84,7 @@ def test_fit_epochs_fedprox_stays_closer_to_global() -> None:
 
 
 def test_evaluate_network_per_image_metrics() -> None:
-    imgs = blobs(3, 32)
+    imgs = body_discs(3, 32)
     cfg = TaskConfig(task="ldct", network="unet", channels=8)
     res = evaluate_network(build_network(cfg), imgs, cfg, seed=1)
     for key in ("psnr", "ssim", "rmse", "rmse_hu", "input_psnr", "input_ssim", "input_rmse"):
@@ -100,7 +100,7 @@ def _small_cfg(**kw: object) -> TaskConfig:
 
 
 def test_train_network_checkpoint_resume_matches_uninterrupted(tmp_path) -> None:
-    imgs = blobs(6, 32, seed=3)
+    imgs = body_discs(6, 32, seed=3)
     full, hist_full = train_network(imgs, _small_cfg(), workdir=tmp_path / "full", progress=False)
     assert (tmp_path / "full" / "model.pt").exists() and (tmp_path / "full" / "checkpoint.pt").exists()
     assert len(hist_full["epochs"]) == 4 and hist_full["n_val"] == 1
@@ -126,7 +126,7 @@ def test_train_network_checkpoint_resume_matches_uninterrupted(tmp_path) -> None
 
 
 def test_early_stopping_keeps_best(tmp_path) -> None:
-    imgs = blobs(5, 32, seed=4)
+    imgs = body_discs(5, 32, seed=4)
     cfg = _small_cfg(epochs=30, early_stopping_patience=1, lr=0.5)  # absurd lr: validation loss stops improving
     _, hist = train_network(imgs, cfg, progress=False)
     assert hist["stopped_early"] and len(hist["epochs"]) < 30

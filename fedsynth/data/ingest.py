@@ -3,6 +3,12 @@
 This is the only way site data enters fedsynth. It validates every file
 before writing anything, keys the cache by the content of the inputs and the
 settings (so a changed scan or window re-ingests), and writes atomically.
+
+Hashing every volume is the expensive part of a cache hit, and a site opens
+its store at the start of every federated run and every ``fedsynth site``
+command; so ``out/ingest-index.json`` remembers which store the same files
+had last time, recognised by name, size and modification time (see
+:func:`ingest_site`).
 """
 
 from __future__ import annotations
@@ -11,22 +17,36 @@ import csv
 import hashlib
 import json
 import logging
+import re
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from fedsynth.config import IngestSettings, Modality
+from fedsynth.config import IngestSettings, Modality, SiteConfig
 from fedsynth.data.nifti import is_nifti, load_volume
 from fedsynth.data.normalise import normalise_volume
 from fedsynth.data.slices import axial_slices
 from fedsynth.data.split import split_patients
 from fedsynth.data.store import SliceStore, open_store, write_store
+from fedsynth.digests import update_from_file
 from fedsynth.errors import DataError
+from fedsynth.io_utils import write_json_atomic
 from fedsynth.progress import progress as progress_bar
 
-__all__ = ["discover_volumes", "ingest_site", "patient_id_from_name"]
+__all__ = ["INDEX_FILE", "discover_volumes", "ingest_configured_site", "ingest_site", "patient_id_from_name"]
 
 log = logging.getLogger(__name__)
+
+#: File in ``out`` mapping a stat key (names, sizes, mtimes, settings) to the store it last gave.
+INDEX_FILE = "ingest-index.json"
+_INDEX_VERSION = 1
+_INDEX_ENTRIES = 64  # most recent stat keys kept; older ones only cost a content hash
+#: A volume modified less than this long before it is looked at is re-hashed on the next call too:
+#: a rewrite within the file system's timestamp granularity (2 s on FAT) could keep size and mtime.
+_RACY_NS = 2_000_000_000
+_STORE_NAME = re.compile(r"slices-[0-9a-f]{16}")
 
 
 def patient_id_from_name(path: Path) -> str:
@@ -91,17 +111,81 @@ def discover_volumes(site_dir: str | Path, manifest: str | Path | None = None) -
     return pairs
 
 
-def _cache_key(pairs: list[tuple[Path, str]], modality: str, settings: IngestSettings,
-               train_fraction: float, seed: int) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps({"modality": modality, "settings": settings.model_dump(mode="json"),
-                         "train_fraction": train_fraction, "seed": seed, "v": 1}, sort_keys=True).encode())
+def _settings_json(
+    modality: str, settings: IngestSettings, train_fraction: float, seed: int
+) -> bytes:
+    """What both keys start from: everything besides the volumes that shapes the store."""
+    obj = {"modality": modality, "settings": settings.model_dump(mode="json"),
+           "train_fraction": train_fraction, "seed": seed, "v": 1}
+    return json.dumps(obj, sort_keys=True).encode()
+
+
+def _cache_key(pairs: list[tuple[Path, str]], settings_json: bytes) -> str:
+    """The store's key: settings plus each volume's name, patient id and bytes (reads them all)."""
+    h = hashlib.sha256(settings_json)
     for path, pid in pairs:
         h.update(f"{path.name}\0{pid}\0".encode())
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        update_from_file(h, path)
     return h.hexdigest()
+
+
+def _stat_key(
+    site_dir: Path, pairs: list[tuple[Path, str]], settings_json: bytes
+) -> tuple[str, bool]:
+    """``(key, trusted)``: settings, site and each volume's name, patient id, size, mtime.
+
+    Reads no volume, only their metadata.
+
+    ``trusted`` is False when a volume's mtime is not safely in the past
+    (within :data:`_RACY_NS` of now, or in the future): such a key is not
+    recorded, so the next call hashes the content again.
+    """
+    h = hashlib.sha256(settings_json)
+    h.update(f"{site_dir.resolve()}\0".encode())
+    now, trusted = time.time_ns(), True
+    for path, pid in pairs:
+        st = path.stat()
+        h.update(f"{path.name}\0{pid}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        trusted = trusted and st.st_mtime_ns < now - _RACY_NS
+    return h.hexdigest(), trusted
+
+
+def _read_index(out: Path) -> dict[str, str]:
+    """Stat key -> store directory name; a missing, unreadable or foreign index is an empty one."""
+    try:
+        obj: Any = json.loads((out / INDEX_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(obj, dict) or obj.get("version") != _INDEX_VERSION:
+        return {}
+    stores = obj.get("stores")
+    if not isinstance(stores, dict):
+        return {}
+    return {k: v for k, v in stores.items() if isinstance(v, str) and _STORE_NAME.fullmatch(v)}
+
+
+def _record(out: Path, stat_key: str, store_path: Path) -> None:
+    """Remember that ``stat_key`` gave ``store_path`` (entries of deleted stores are dropped)."""
+    stores = {k: v for k, v in _read_index(out).items() if k != stat_key and (out / v).is_dir()}
+    stores[stat_key] = store_path.name
+    recent = dict(list(stores.items())[-_INDEX_ENTRIES:])
+    try:
+        write_json_atomic(out / INDEX_FILE, {"version": _INDEX_VERSION, "stores": recent})
+    except OSError as err:  # the index only saves time; a read-only cache still works
+        log.warning("could not update %s (%s)", out / INDEX_FILE, err)
+
+
+def _open_cached(store_path: Path, how: str) -> SliceStore | None:
+    """The store at ``store_path`` if it exists and opens, else None (it will be rebuilt)."""
+    if not store_path.exists():
+        return None
+    try:
+        store = open_store(store_path)
+    except DataError:
+        log.warning("slice store %s is unreadable; not using it", store_path)
+        return None
+    log.info("slice store cache hit (%s): %s (%d slices)", how, store_path, len(store))
+    return store
 
 
 def ingest_site(
@@ -120,6 +204,17 @@ def ingest_site(
     ``size`` overrides ``settings.size``. Returns the cached store when one
     with the same key exists. Raises :class:`DataError` (nothing written) on
     any bad input.
+
+    The store's key hashes the settings and the bytes of every volume. To
+    avoid reading every volume on every call, ``out/ingest-index.json`` maps
+    a cheap stat key (the settings, the site directory, and per volume its
+    name, patient id, size and mtime in ns) to the store it gave last time;
+    if the key is known and that store opens, it is returned without reading
+    any volume. The trade-off is the one of make and rsync: a volume
+    rewritten in place with the same size *and* the same mtime (e.g. restored
+    with ``touch -r``) is not noticed; delete the index (or the store) to
+    force a content check. Volumes modified in the last 2 s are not trusted
+    by their stat. A missing or corrupt index only costs the content hash.
     """
     settings = settings or IngestSettings()
     if size is not None:
@@ -129,17 +224,19 @@ def ingest_site(
         raise DataError(f"unknown modality {modality!r}; expected ct, mri or pet")
     if not 0.0 < train_fraction < 1.0:
         raise DataError(f"train fraction must be in (0, 1), got {train_fraction}")
-    site_dir = Path(site_dir)
+    site_dir, out = Path(site_dir), Path(out)
     pairs = discover_volumes(site_dir, manifest)
-    key = _cache_key(pairs, modality, settings, train_fraction, seed)
-    store_path = Path(out) / f"slices-{key[:16]}"
-    if store_path.exists():
-        try:
-            store = open_store(store_path)
-            log.info("slice store cache hit: %s (%d slices)", store_path, len(store))
-            return store
-        except DataError:
-            log.warning("rebuilding unreadable slice store %s", store_path)
+    settings_json = _settings_json(modality, settings, train_fraction, seed)
+    stat_key, trusted = _stat_key(site_dir, pairs, settings_json)  # before the content is read
+    known = _read_index(out).get(stat_key)
+    if known is not None and (store := _open_cached(out / known, "unchanged files")) is not None:
+        return store
+    key = _cache_key(pairs, settings_json)
+    store_path = out / f"slices-{key[:16]}"
+    if (store := _open_cached(store_path, "same content")) is not None:
+        if trusted:
+            _record(out, stat_key, store_path)
+        return store
     assignment = split_patients([pid for _, pid in pairs], train_fraction, seed)
     chunks: list[np.ndarray] = []
     pids: list[str] = []
@@ -173,4 +270,18 @@ def ingest_site(
     }
     store = write_store(store_path, images, pids, files, zs, split, meta)
     log.info("ingested %d slices from %d volumes into %s", len(store), len(pairs), store_path)
+    if trusted:
+        _record(out, stat_key, store_path)
     return store
+
+
+def ingest_configured_site(site: SiteConfig, progress: bool = False) -> SliceStore:
+    """The slice store of a configured site, cached under ``<workdir>/slices``.
+
+    The one place that maps a :class:`~fedsynth.config.SiteConfig` to its
+    store, so the site daemon and a simulation's centralised upper bound
+    open the very same slices.
+    """
+    return ingest_site(site.data_dir, site.modality, out=Path(site.workdir) / "slices", size=site.image_size,
+                       train_fraction=site.train_fraction, seed=site.seed, manifest=site.manifest,
+                       settings=site.ingest, progress=progress)

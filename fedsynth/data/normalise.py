@@ -15,17 +15,21 @@ import numpy as np
 from fedsynth.config import IngestSettings, Modality
 from fedsynth.errors import DataError
 
-__all__ = ["hu_to_unit", "normalise_volume", "unit_to_hu"]
+__all__ = ["hu_to_window", "normalise_volume", "window_to_hu"]
 
 
-def hu_to_unit(hu: np.ndarray, window: tuple[float, float] = (-1000.0, 1000.0)) -> np.ndarray:
-    """Map HU to [0, 1] through ``window`` (clipped)."""
+def hu_to_window(hu: np.ndarray, window: tuple[float, float] = (-1000.0, 1000.0)) -> np.ndarray:
+    """Map HU to float32 [0, 1] through ``window``, clipped: what an ingested CT slice holds.
+
+    Not :func:`fedsynth.tasks.ct_sim.hu_to_unit`, the unclipped float64 map the
+    low-dose simulator needs to carry noise beyond the window.
+    """
     lo, hi = window
     return np.clip((hu - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def unit_to_hu(x: np.ndarray, window: tuple[float, float] = (-1000.0, 1000.0)) -> np.ndarray:
-    """Inverse of :func:`hu_to_unit` inside the window."""
+def window_to_hu(x: np.ndarray, window: tuple[float, float] = (-1000.0, 1000.0)) -> np.ndarray:
+    """Inverse of :func:`hu_to_window` inside the window (float32)."""
     lo, hi = window
     return (np.asarray(x, dtype=np.float32) * (hi - lo) + lo).astype(np.float32)
 
@@ -35,7 +39,7 @@ def normalise_volume(
 ) -> np.ndarray:
     """Return ``data`` scaled to float32 in [0, 1] by the modality's rule."""
     if modality == "ct":
-        return hu_to_unit(data, settings.hu_window)
+        return hu_to_window(data, settings.hu_window)
     lo_p, hi_p = settings.percentiles
     lo, hi = np.percentile(data, [lo_p, hi_p])
     if not hi > lo:

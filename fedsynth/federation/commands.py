@@ -17,15 +17,9 @@ def _simulate(args: argparse.Namespace) -> int:
     from fedsynth.federation.simulation import run_simulated_study
 
     scenario = load_scenario(args.scenario)
-    if args.audit_dir:
-        import os
-
-        from fedsynth.federation.mods import AUDIT_ENV
-
-        os.environ[AUDIT_ENV] = str(Path(args.audit_dir).resolve())
     t0 = time.perf_counter()
     report = run_simulated_study(scenario, Path(args.out), cpus_per_site=args.cpus_per_site,
-                                 show_progress=True)
+                                 show_progress=True, audit_dir=Path(args.audit_dir) if args.audit_dir else None)
     print(f"study '{scenario.name}' finished in {time.perf_counter() - t0:.0f} s")
     for phase, sec in report.get("wall_seconds", {}).items():
         print(f"  {phase:<24} {sec:8.1f} s")

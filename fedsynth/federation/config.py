@@ -3,9 +3,9 @@
 - :class:`ScenarioConfig` — one TOML file in ``simulations/``: the cohort to
   simulate, the generator profile, the gate settings, the publication quota,
   the downstream task, the training budget, ``min_sites``. The gate and task
-  tables are validated by their owners' models (``fedsynth.privacy.GateConfig``,
-  ``fedsynth.tasks.TaskConfig``) when the study starts, so a typo fails before
-  any site does work.
+  tables are typed by their owners' models (:class:`fedsynth.privacy.GateConfig`,
+  :class:`fedsynth.tasks.TaskConfig`), so a typo fails when the file is
+  loaded, before any site does work, and they are validated in one place.
 - :class:`SiteSettings` — a site TOML in ``sites/``: the shared
   :class:`fedsynth.config.SiteConfig` plus where the signing key lives.
 - :class:`CoordinatorSettings` — ``server/coordinator.toml`` for the
@@ -20,8 +20,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from fedsynth.config import Modality, SiteConfig, StrictModel, load_toml, validate
+from fedsynth.config import Modality, SiteConfig, StrictModel, load_toml
 from fedsynth.errors import ConfigError
+from fedsynth.privacy.config import GateConfig
+from fedsynth.tasks.config import TaskConfig
 
 __all__ = [
     "CohortSettings",
@@ -32,7 +34,6 @@ __all__ = [
     "ScenarioConfig",
     "SiteSettings",
     "TrainingSettings",
-    "default_study_dir",
     "find_scenario",
     "load_scenario",
     "scenario_dirs",
@@ -109,9 +110,10 @@ class ScenarioConfig(StrictModel):
     description: str = ""
     cohort: CohortSettings = Field(default_factory=CohortSettings)
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
-    gate: dict[str, Any] = Field(default_factory=dict, description="fedsynth.privacy.GateConfig fields")
+    gate: GateConfig = Field(default_factory=GateConfig, description="the gate the coordinator asks for")
     publish: PublishSettings = Field(default_factory=PublishSettings)
-    task: dict[str, Any] = Field(default_factory=dict, description="fedsynth.tasks.TaskConfig fields")
+    task: TaskConfig = Field(default_factory=lambda: TaskConfig(task="ldct"),
+                             description="the downstream task every method trains")
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     margins: dict[str, float] = Field(
         default_factory=lambda: {"psnr": 0.5, "ssim": 0.01},
@@ -126,18 +128,6 @@ class ScenarioConfig(StrictModel):
         if self.min_sites > self.cohort.sites:
             raise ValueError(f"min_sites ({self.min_sites}) exceeds cohort.sites ({self.cohort.sites})")
         return self
-
-    def gate_config(self) -> Any:
-        """The gate table validated as :class:`fedsynth.privacy.GateConfig`."""
-        from fedsynth.privacy import GateConfig
-
-        return validate(GateConfig, self.gate, f"scenario {self.name}: [gate]")
-
-    def task_config(self) -> Any:
-        """The task table validated as :class:`fedsynth.tasks.TaskConfig`."""
-        from fedsynth.tasks import TaskConfig
-
-        return validate(TaskConfig, self.task, f"scenario {self.name}: [task]")
 
 
 class DaemonSettings(StrictModel):
@@ -168,11 +158,6 @@ class CoordinatorSettings(StrictModel):
     connect_timeout_s: float = Field(600.0, gt=0)
 
 
-def default_study_dir(scenario: str) -> Path:
-    """Study directory of ``flwr run .`` when the run config names none (same for both apps)."""
-    return Path.home() / "fedsynth-runs" / Path(scenario).stem
-
-
 def scenario_dirs() -> list[Path]:
     """Where named scenarios are looked up: ./simulations, then the source tree's."""
     here = Path(__file__).resolve().parents[2] / "simulations"
@@ -200,16 +185,12 @@ def load_scenario(name_or_path: str) -> ScenarioConfig:
     Everything is checked here, before any site does work, so a typo is one
     line naming the file and key rather than a failure minutes into a study.
     """
+    from fedsynth.generative import load_profile
+
     path = find_scenario(name_or_path)
     scenario = load_toml(path, ScenarioConfig)
     try:
-        scenario.gate_config()
-        scenario.task_config()
-        from fedsynth.generative import load_profile
-
         load_profile(scenario.generator.profile, **scenario.generator.overrides)
-    except ImportError:  # a stage not installed yet; its table is checked when it runs
-        pass
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     return scenario

@@ -8,7 +8,11 @@ message the coordinator sends and every reply it receives goes through
 FedAvg baselines are metered the same way as the custom publish loop.
 
 It also restricts ``get_node_ids()`` to the sites still in the study, so a
-strategy never samples a site that has already failed.
+strategy never samples a site that has already failed, and returns replies in
+a fixed order (``order``: node id -> rank, the roster's site-id order) rather
+than in the order they arrived: Flower's strategies sum the sites' weights in
+reply order, and a floating-point sum in arrival order would make FedAvg's
+result depend on which site finished first.
 
 Usage::
 
@@ -39,6 +43,7 @@ class MeteredGrid(Grid):
         self._label = "other"
         self._bytes: dict[str, dict[str, int]] = {}
         self.allowed_nodes: set[int] | None = None
+        self.order: dict[int, int] = {}
 
     @contextlib.contextmanager
     def method(self, label: str) -> Iterator[None]:
@@ -95,4 +100,5 @@ class MeteredGrid(Grid):
         self._count("sent", msgs)
         replies = list(self._inner.send_and_receive(msgs, timeout=timeout))
         self._count("received", replies)
-        return replies
+        last = len(self.order)
+        return sorted(replies, key=lambda m: (self.order.get(m.metadata.src_node_id, last), m.metadata.src_node_id))

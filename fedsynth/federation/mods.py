@@ -1,14 +1,16 @@
 """Client mods of the site app: an audit copy of every outgoing message.
 
-A hospital must be able to show what left it. With ``audit-dir`` in the node
-config (or ``$FEDSYNTH_AUDIT_DIR``) the site keeps, per reply, the exact wire
-bytes (every serialised object of the message, as the transport pushes them)
-and a decoded copy (arrays as ``.npy``, config/metric values as JSON). The
-leak test reads these to prove no real slice, patient id or path was sent.
+A hospital must be able to show what left it. With an audit directory in
+the site's own config (``[daemon] audit_dir`` in the site TOML, node config
+``audit-dir``, or the simulated study's ``audit_dir``) the site keeps, per
+reply, the exact wire bytes (every serialised object of the message, as the
+transport pushes them) and a decoded copy (arrays as ``.npy``, config/metric
+values as JSON). The leak test reads these to prove no real slice, patient
+id or path was sent.
 
 Usage::
 
-    app = ClientApp(mods=[audit_mod])
+    app = ClientApp(mods=[make_audit_mod()])
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +28,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 
 from fedsynth.io_utils import write_bytes_atomic, write_json_atomic
 
-__all__ = ["AUDIT_ENV", "audit_mod", "write_audit_record"]
+__all__ = ["make_audit_mod", "write_audit_record"]
 
 log = logging.getLogger(__name__)
 
-AUDIT_ENV = "FEDSYNTH_AUDIT_DIR"
 _counter = itertools.count()
 
 
@@ -69,13 +71,28 @@ def write_audit_record(audit_dir: Path, message: Message, tag: str = "") -> Path
     return folder
 
 
-def audit_mod(message: Message, context: Context, call_next: Any) -> Message:
-    """Pass the message on; keep an audit copy of the reply when auditing is enabled."""
-    reply = call_next(message, context)
-    audit_dir = os.environ.get(AUDIT_ENV) or context.node_config.get("audit-dir")
-    if audit_dir:
+def make_audit_mod(study_dir: Path | None = None) -> Callable[[Message, Context, Any], Message]:
+    """A client mod: pass the message on, keep an audit copy of the reply where the site's config says.
+
+    The audit directory is the one of the node's site session (resolved from
+    the site's own config, see :mod:`fedsynth.federation.site_session`); a
+    site whose settings cannot be resolved answers with an error, and that
+    error reply is not audited.
+    """
+
+    def audit_mod(message: Message, context: Context, call_next: Any) -> Message:
+        from fedsynth.federation.site_session import site_session
+
+        reply = call_next(message, context)
         try:
-            write_audit_record(Path(str(audit_dir)), reply)
-        except OSError as err:  # auditing must not change what the site answers
-            log.error("audit: cannot write the audit copy: %s", err)
-    return reply
+            audit_dir = site_session(context, study_dir).runtime.audit_dir
+        except Exception:  # noqa: BLE001 - the handler already answered (with an error); nothing to audit
+            return reply
+        if audit_dir:
+            try:
+                write_audit_record(Path(audit_dir), reply)
+            except OSError as err:  # auditing must not change what the site answers
+                log.error("audit: cannot write the audit copy: %s", err)
+        return reply
+
+    return audit_mod

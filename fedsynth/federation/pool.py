@@ -1,8 +1,9 @@
 """The coordinator's pool of certified synthetic images.
 
 Content-addressed on disk: every image is stored once as
-``objects/<sha256>.npy`` where the digest is the SHA-256 of its shape and
-float32 bytes, the same binding the site's signed certificate uses. A SQLite
+``objects/<sha256>.npy`` where the digest is :func:`fedsynth.digests.array_digest`
+(SHA-256 of its shape and float32 bytes), the same binding the site's signed
+certificate uses. A SQLite
 manifest (``manifest.sqlite``, stdlib ``sqlite3``, nothing to run) records per
 image the site and bundle it came from, and per bundle the signed certificate,
 its signature, whether it verified, and when it arrived.
@@ -35,10 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from fedsynth.digests import array_digest
 from fedsynth.errors import GateError
 from fedsynth.io_utils import write_bytes_atomic
 
-__all__ = ["BundleRecord", "SyntheticPool", "image_digest"]
+__all__ = ["BundleRecord", "SyntheticPool"]
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +63,6 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE INDEX IF NOT EXISTS images_site ON images(site);
 """
-
-
-def image_digest(image: np.ndarray) -> str:
-    """SHA-256 over the image's shape and little-endian float32 bytes.
-
-    The same binding :func:`fedsynth.privacy.image_digest` puts in the signed
-    certificate, so a pooled object's name is the digest its site certified.
-    """
-    arr = np.ascontiguousarray(image, dtype="<f4")
-    h = hashlib.sha256(repr(tuple(arr.shape)).encode())
-    h.update(arr.tobytes())
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -140,6 +130,8 @@ class SyntheticPool:
         The rejection is recorded in the manifest (``verified = 0`` and the
         reason) before the error is raised, so an operator can audit it.
         """
+        if hasattr(signed_certificate, "model_dump"):  # a SignedCertificate: judge the dict it travels as
+            signed_certificate = signed_certificate.model_dump(mode="json")
         stack = np.ascontiguousarray(np.asarray(images, dtype=np.float32))
         bundle_id = _bundle_id(site, signed_certificate, stack)
         cert_json = json.dumps(signed_certificate, sort_keys=True, default=str)
@@ -156,7 +148,7 @@ class SyntheticPool:
             self._record_bundle(bundle_id, site, cert_json, signed_certificate, False, str(err), len(stack))
             log.warning("pool: REJECTED bundle %s from %s: %s", bundle_id[:12], site, err)
             raise
-        digests = [image_digest(img) for img in stack]
+        digests = [array_digest(img) for img in stack]
         now = time.time()
         new = 0
         with self._connect() as db:
@@ -207,17 +199,22 @@ class SyntheticPool:
 
     # ------------------------------------------------------------------- reads
     def digests(self, site: str | None = None) -> list[str]:
-        """Digests of pooled images in arrival order (optionally of one site)."""
+        """Digests of pooled images (optionally of one site), by site id, then in arrival order within a site.
+
+        Why by site first: sites answer in whatever order the network makes,
+        and a network trained on the pool sees its images in this order; the
+        pooled model must not depend on which site happened to answer first.
+        """
         q = "SELECT digest FROM images"
         args: tuple = ()
         if site is not None:
             q += " WHERE site = ?"
             args = (site,)
         with self._connect() as db:
-            return [r[0] for r in db.execute(q + " ORDER BY added, rowid", args)]
+            return [r[0] for r in db.execute(q + " ORDER BY site, added, rowid", args)]
 
     def images(self, site: str | None = None) -> np.ndarray:
-        """The pooled images, ``(n, H, W)`` float32, in arrival order."""
+        """The pooled images, ``(n, H, W)`` float32, in :meth:`digests` order."""
         digests = self.digests(site)
         if not digests:
             return np.zeros((0, 0, 0), dtype=np.float32)

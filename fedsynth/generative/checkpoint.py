@@ -10,7 +10,8 @@ Two files live in a generator's work directory:
 ``model.pt``
     what sampling needs: the config JSON, the autoencoder, the EMA UNet and
     the latent scale factor. Written once training has finished; its SHA-256
-    is the ``checkpoint_hash`` that goes into the privacy certificate.
+    (:func:`fedsynth.digests.file_sha256`) is the ``checkpoint_hash`` that
+    goes into the privacy certificate.
 
 Both are loaded with ``torch.load(weights_only=True)`` (no arbitrary pickle
 code runs) and any unreadable, truncated, foreign or differently-versioned
@@ -19,7 +20,6 @@ file becomes a one-line :class:`CheckpointError`.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,6 @@ __all__ = [
     "FORMAT_VERSION",
     "MODEL_FILE",
     "STATE_FILE",
-    "file_sha256",
     "load_checkpoint",
     "save_checkpoint",
 ]
@@ -72,12 +71,3 @@ def load_checkpoint(path: Path, kind: str) -> dict[str, Any]:
     if obj.get("kind") != kind:
         raise CheckpointError(f"{path}: holds a {obj.get('kind')!r} checkpoint, expected {kind!r}")
     return obj
-
-
-def file_sha256(path: Path) -> str:
-    """``sha256:<hex>`` of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return f"sha256:{h.hexdigest()}"

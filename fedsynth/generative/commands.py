@@ -156,7 +156,7 @@ def _sample(args: argparse.Namespace) -> int:
                               with_untextured=args.gate_untextured)
 
         res = gate.run(source, args.n, args.max_attempts or 10 * args.n, gen.checkpoint_hash)
-        images, cert = np.ascontiguousarray(res.accepted, np.float32), res.certificate
+        images, cert = np.ascontiguousarray(res.accepted, np.float32), res.certificate.body()
     with atomic_write(args.out, "wb") as fh:
         np.save(fh, images.astype(np.float32))
     msg = f"wrote {len(images)} images {tuple(images.shape[1:])} to {args.out}"

@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedsynth.devices import resolve_device
+from fedsynth.digests import file_sha256
 from fedsynth.errors import CheckpointError, ConfigError
-from fedsynth.generative.checkpoint import MODEL_FILE, file_sha256, load_checkpoint
+from fedsynth.generative.checkpoint import MODEL_FILE, load_checkpoint
 from fedsynth.generative.config import LDMConfig
 from fedsynth.generative.networks import (
     build_autoencoder,
@@ -118,8 +120,11 @@ class LatentDiffusionGenerator:
         return torch.cat(feats).numpy().astype(np.float64)
 
 
-def load_generator(workdir: Path, device: str | None = None) -> LatentDiffusionGenerator:
-    """Load the finished generator in ``workdir``; :class:`CheckpointError` if absent, unfinished or corrupt."""
+def load_generator(workdir: Path, device: str = "auto") -> LatentDiffusionGenerator:
+    """Load the finished generator in ``workdir`` onto ``device`` (``auto``, ``cpu`` or ``cuda``).
+
+    Raises :class:`CheckpointError` if it is absent, unfinished or corrupt.
+    """
     path = Path(workdir) / MODEL_FILE
     if not path.is_file():
         raise CheckpointError(f"{workdir}: no trained generator ({MODEL_FILE} missing; train or resume first)")
@@ -145,6 +150,6 @@ def load_generator(workdir: Path, device: str | None = None) -> LatentDiffusionG
     except Exception as err:  # noqa: BLE001 - any mismatch is an incompatible checkpoint
         msg = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: incompatible generator checkpoint ({msg})") from None
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     return LatentDiffusionGenerator(cfg, ae.to(dev).eval(), unet.to(dev).eval(), scale, shift, digest, path,
                                     spectrum)

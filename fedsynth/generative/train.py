@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedsynth.devices import resolve_device
+from fedsynth.digests import array_digest
 from fedsynth.errors import CheckpointError, DataError
 from fedsynth.generative.checkpoint import MODEL_FILE, STATE_FILE, load_checkpoint, save_checkpoint
 from fedsynth.generative.config import LDMConfig
@@ -63,8 +63,6 @@ __all__ = ["SUMMARY_FILE", "prepare_images", "train_ldm"]
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
-#: Test hook: exit the process (as a crash would) after this many optimizer steps.
-STOP_ENV = "FEDSYNTH_LDM_STOP_AFTER_STEPS"
 
 
 def prepare_images(images: np.ndarray, size: int) -> torch.Tensor:
@@ -85,10 +83,6 @@ def prepare_images(images: np.ndarray, size: int) -> torch.Tensor:
     return x.clamp_(0.0, 1.0).contiguous()
 
 
-def _fingerprint(x: torch.Tensor) -> str:
-    return "sha256:" + hashlib.sha256(x.numpy().tobytes()).hexdigest()
-
-
 def _lr_lambda(total: int, warmup: int, min_ratio: float):
     def f(step: int) -> float:
         if warmup and step < warmup:
@@ -97,12 +91,6 @@ def _lr_lambda(total: int, warmup: int, min_ratio: float):
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
 
     return f
-
-
-def _device(cfg: LDMConfig) -> torch.device:
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 class _Run:
@@ -302,9 +290,6 @@ class _Run:
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-        stop = os.environ.get(STOP_ENV)
-        if stop and self.step >= int(stop):
-            os._exit(3)  # simulate a crash: no cleanup, no checkpoint of the partial epoch
 
     bar: Any = None
 
@@ -350,9 +335,9 @@ def train_ldm(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     x = prepare_images(images, cfg.image_size)
-    fp = _fingerprint(x)
+    fp = "sha256:" + array_digest(x.numpy())  # a resume on other images is refused
     model_path, state_path = workdir / MODEL_FILE, workdir / STATE_FILE
-    device = _device(cfg)
+    device = resolve_device(cfg.device)
     if resume and model_path.exists():
         model = load_checkpoint(model_path, "model")
         _check_compatible(model, cfg, fp, model_path)

@@ -128,7 +128,8 @@ def _gate(args: argparse.Namespace) -> int:
         return batch
 
     res = gate.run(source, quota=len(cands), max_attempts=len(cands), show_progress=True)
-    signed = sign_certificate(res.certificate, key) if key else {"certificate": res.certificate, "signature": None}
+    signed = (sign_certificate(res.certificate, key).model_dump(mode="json") if key
+              else {"certificate": res.certificate.body(), "signature": None})
     with atomic_dir(args.out) as tmp:
         with open(tmp / "accepted.npy", "wb") as fh:
             np.save(fh, res.accepted, allow_pickle=False)
@@ -153,7 +154,7 @@ def _verify(args: argparse.Namespace) -> int:
     images = read_image_stack(args.images)
     cert = verify_certificate(signed, load_public_key(args.public_key), images)
     print(f"OK: {len(images)} images, signature and digests verified; thresholds "
-          + ", ".join(f"{m} >= {v['threshold']:.4g}" for m, v in cert["metrics"].items()))
+          + ", ".join(f"{m} >= {t:.4g}" for m, t in cert.thresholds().items()))
     return 0
 
 

@@ -20,17 +20,19 @@ from typing import Any
 
 import numpy as np
 
+from fedsynth.digests import array_digest
 from fedsynth.errors import GateError
 from fedsynth.privacy.calibration import calibrate
+from fedsynth.privacy.certificate import FORMAT, AcceptanceMargin, Certificate
 from fedsynth.privacy.config import METRICS, GateConfig
 from fedsynth.privacy.search import ReferenceIndex
-from fedsynth.privacy.signing import FORMAT, image_digest
 from fedsynth.progress import progress
 
 __all__ = ["CheckResult", "GateResult", "PrivacyGate"]
 
-_ROUNDING_REL = 1e-3  # relative margin on the threshold: >> float32 search rounding, << any meaningful distance
-_ROUNDING_ABS = 1e-6
+# The accept rule's margin over the threshold: >> float32 search rounding, << any meaningful distance
+# (a float32 sum of 4096 squares is within 2.4e-4 of the true value in the worst case).
+_MARGIN = AcceptanceMargin(relative=1e-3, absolute=1e-6)
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class GateResult:
     """What :meth:`PrivacyGate.run` returns. Only ``accepted`` and ``certificate`` may leave the site."""
 
     accepted: np.ndarray
-    certificate: dict[str, Any]
+    certificate: Certificate
     audit: dict[str, Any]
     quota_met: bool
     acceptance_rate: float
@@ -165,9 +167,8 @@ class PrivacyGate:
             if not np.isfinite(d).all():
                 raise GateError(f"{m}: a candidate has no finite nearest distance")
             dists[m], nearest[m] = d, idx
-            # Accept only clear of the threshold by more than the search's float32 rounding can hide (a
-            # float32 sum of 4096 squares is within 2.4e-4 of the true value in the worst case).
-            accepted &= d >= entry["threshold"] * (1.0 + _ROUNDING_REL) + _ROUNDING_ABS
+            # Accept only clear of the threshold by more than the search's float32 rounding can hide.
+            accepted &= d >= _MARGIN.bar(entry["threshold"])
         return CheckResult(dists, nearest, accepted)
 
     def run(
@@ -246,7 +247,7 @@ class PrivacyGate:
                 if comp is not None:
                     rec["nn_distance_companion"] = {m: float(comp.distances[m][i]) for m in self.metrics}
                 if ok:
-                    rec["digest"] = image_digest(cands[i])
+                    rec["digest"] = array_digest(cands[i])
                     kept.append(cands[i])
                     bar.update(1)
                 records.append(rec)
@@ -267,32 +268,30 @@ class PrivacyGate:
                           quota_met, rate, drawn)
 
     def _certificate(self, records: list[dict[str, Any]], quota: int, quota_met: bool, rate: float,
-                     generator_hash: str | None) -> dict[str, Any]:
+                     generator_hash: str | None) -> Certificate:
         import fedsynth
 
         published = [r["digest"] for r in records if r["accepted"]]
         acc = [r for r in records if r["accepted"]]
-        return {
-            "format": FORMAT,
-            "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-            "fedsynth_version": fedsynth.__version__,
-            "generator_hash": generator_hash,
-            "reference": {
+        return Certificate(
+            format=FORMAT,
+            created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+            fedsynth_version=fedsynth.__version__,
+            generator_hash=generator_hash,
+            reference={
                 "fingerprint": self.index.fingerprint,
                 "n_images": int(len(self.index.references)),
                 "n_patients": None if self.groups is None else int(len(np.unique(self.groups))),
                 "image_shape": [int(s) for s in self.shape],
             },
-            "metrics": self.metrics,
-            # accepted iff nn_distance >= threshold * (1 + relative) + absolute, for every metric
-            "acceptance_margin": {"relative": _ROUNDING_REL, "absolute": _ROUNDING_ABS},
-            # with companions, nn_distance_companion must clear the same thresholds
-            "companions": {"required": self.cfg.require_companions,
-                           "checked": any("nn_distance_companion" in r for r in records)},
-            "config": self.cfg.model_dump(mode="json"),
-            "images": records,
-            "published": published,
-            "summary": {
+            metrics=self.metrics,
+            acceptance_margin=_MARGIN,
+            companions={"required": self.cfg.require_companions,
+                        "checked": any("nn_distance_companion" in r for r in records)},
+            config=self.cfg.model_dump(mode="json"),  # every field, so the signed body states them all
+            images=records,
+            published=published,
+            summary={
                 "n_candidates": len(records),
                 "n_published": len(published),
                 "n_rejected": len(records) - len(published),
@@ -302,4 +301,4 @@ class PrivacyGate:
                 "min_nearest_published": {m: min((r["nn_distance"][m] for r in acc), default=None)
                                           for m in self.metrics},
             },
-        }
+        )

@@ -41,7 +41,6 @@ Leave-one-patient-out queries (the calibration) pass ``query_groups`` and
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from fedsynth.digests import array_digest
 from fedsynth.io_utils import atomic_write
 from fedsynth.privacy.bounds import (
     QueryParts,
@@ -67,7 +67,7 @@ from fedsynth.privacy.bounds import (
 from fedsynth.privacy.config import GateConfig
 from fedsynth.privacy.metrics import MetricSpec, metric_spec, standardise, transformed
 
-__all__ = ["ReferenceIndex", "fingerprint"]
+__all__ = ["ReferenceIndex"]
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,6 @@ def _workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def fingerprint(images: np.ndarray) -> str:
-    """sha256 of the reference set (shape + float32 bytes): binds certificates to the data they were checked against."""
-    h = hashlib.sha256(repr(tuple(images.shape)).encode())
-    for i in range(0, len(images), 1024):
-        h.update(np.ascontiguousarray(images[i : i + 1024], dtype="<f4").tobytes())
-    return h.hexdigest()
-
-
 class ReferenceIndex:
     """The site's real training images, embedded once per metric, searchable exactly.
 
@@ -105,7 +97,7 @@ class ReferenceIndex:
     def __init__(self, references: np.ndarray, cfg: GateConfig, cache_dir: Path | None = None) -> None:
         self.references = references
         self.cfg = cfg
-        self.fingerprint = fingerprint(references)
+        self.fingerprint = array_digest(references)  # binds certificates to the data checked against
         self.cache = Path(cache_dir) / f"refs-{self.fingerprint[:16]}" if cache_dir else None
         self._emb: dict[str, np.ndarray] = {}
 

@@ -2,7 +2,8 @@
 
 The certificate is serialised canonically (sorted keys, no whitespace, no
 NaN) before signing, so any party re-serialising the same content gets the
-same bytes. It binds the published images through their sha256 digests:
+same bytes. It binds the published images through their sha256 digests
+(:func:`fedsynth.digests.array_digest`, public as ``fedsynth.privacy.image_digest``):
 verification fails if one byte of the certificate or of any image changes,
 if an image is added, dropped or reordered, or if the key is not the site's.
 """
@@ -18,13 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from fedsynth.digests import array_digest
 from fedsynth.errors import ConfigError, GateError
 from fedsynth.io_utils import write_bytes_atomic
+from fedsynth.privacy.certificate import Certificate, SignedCertificate, parse_certificate
 
 __all__ = [
     "canonical_json",
     "generate_site_key",
-    "image_digest",
     "load_private_key",
     "load_public_key",
     "public_key_id",
@@ -32,7 +34,6 @@ __all__ = [
     "verify_certificate",
 ]
 
-FORMAT = "fedsynth-gate-certificate/1"
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -40,14 +41,6 @@ def canonical_json(obj: Any) -> bytes:
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     except ValueError as err:
         raise GateError(f"certificate is not canonical JSON: {err}") from None
-
-
-def image_digest(image: np.ndarray) -> str:
-    """sha256 over the image's shape and little-endian float32 bytes."""
-    arr = np.ascontiguousarray(image, dtype="<f4")
-    h = hashlib.sha256(repr(tuple(arr.shape)).encode())
-    h.update(arr.tobytes())
-    return h.hexdigest()
 
 
 def generate_site_key(directory: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
@@ -113,17 +106,29 @@ def public_key_id(public_key: Any) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def sign_certificate(certificate: dict[str, Any], private_key: Any) -> dict[str, Any]:
-    """``{"certificate", "signature" (base64), "algorithm", "key_id"}``."""
-    sig = private_key.sign(canonical_json(certificate))
-    return {"certificate": certificate, "signature": base64.b64encode(sig).decode("ascii"),
-            "algorithm": "ed25519", "key_id": public_key_id(private_key.public_key())}
+def sign_certificate(certificate: Certificate | dict[str, Any], private_key: Any) -> SignedCertificate:
+    """Sign a certificate body (:meth:`Certificate.body`, or a raw body) with the site's key.
+
+    A raw dict is signed as it is: that is how a tampered or hand-made
+    certificate is produced in tests, and verification then judges it.
+    """
+    body = certificate.body() if isinstance(certificate, Certificate) else certificate
+    sig = private_key.sign(canonical_json(body))
+    return SignedCertificate(certificate=body, signature=base64.b64encode(sig).decode("ascii"),
+                             algorithm="ed25519", key_id=public_key_id(private_key.public_key()))
 
 
-def verify_certificate(signed: Any, public_key: Any, images: np.ndarray) -> dict[str, Any]:
-    """Check signature, image binding and internal consistency; return the certificate or raise GateError."""
+def verify_certificate(signed: Any, public_key: Any, images: np.ndarray) -> Certificate:
+    """Check signature, image binding and internal consistency; return the certificate or raise GateError.
+
+    ``signed`` is untrusted input (a :class:`SignedCertificate` or the dict
+    that arrived): the signature is checked over the body exactly as
+    received, and only then is the body read as a :class:`Certificate`.
+    """
     from cryptography.exceptions import InvalidSignature
 
+    if isinstance(signed, SignedCertificate):
+        signed = signed.model_dump(mode="json")
     if not isinstance(signed, dict) or not isinstance(signed.get("certificate"), dict):
         raise GateError("not a signed certificate (no 'certificate' object)")
     sig = signed.get("signature")
@@ -131,47 +136,20 @@ def verify_certificate(signed: Any, public_key: Any, images: np.ndarray) -> dict
         raise GateError("certificate is not signed")
     if signed.get("algorithm", "ed25519") != "ed25519":
         raise GateError(f"unsupported signature algorithm {signed.get('algorithm')!r}")
-    cert = signed["certificate"]
+    body = signed["certificate"]
     key = load_public_key(public_key)
     try:
-        key.verify(base64.b64decode(sig, validate=True), canonical_json(cert))
+        key.verify(base64.b64decode(sig, validate=True), canonical_json(body))
     except (InvalidSignature, ValueError):
         raise GateError("signature does not verify: the certificate was altered or signed by another key") from None
-    if cert.get("format") != FORMAT:
-        raise GateError(f"unknown certificate format {cert.get('format')!r}")
-    _check_consistency(cert)
+    cert = parse_certificate(body)
+    cert.check_consistency()
     images = np.asarray(images)
-    digests = cert["published"]
+    digests = cert.published
     if images.ndim != 3 or len(images) != len(digests):
         raise GateError(f"{len(images) if images.ndim == 3 else 'malformed'} images for "
                         f"{len(digests)} certified digests")
     for i, (img, d) in enumerate(zip(images, digests, strict=True)):
-        if image_digest(img) != d:
+        if array_digest(img) != d:
             raise GateError(f"image {i} does not match its certified digest")
     return cert
-
-
-def _check_consistency(cert: dict[str, Any]) -> None:
-    """Every published image was accepted, and every accepted one clears every threshold (plus the stated margin)."""
-    try:
-        margin = cert.get("acceptance_margin", {"relative": 0.0, "absolute": 0.0})  # absent: older certificates
-        thresholds = {m: float(v["threshold"]) * (1.0 + float(margin["relative"])) + float(margin["absolute"])
-                      for m, v in cert["metrics"].items()}
-        candidates = cert["images"]
-        published = cert["published"]
-        accepted = [c for c in candidates if c["accepted"]]
-        if [c["digest"] for c in accepted] != published:
-            raise GateError("published digests do not match the accepted candidates")
-        required = bool(cert.get("companions", {}).get("required", False))  # absent: older certificates
-        for c in candidates:
-            if required and "nn_distance_companion" not in c:
-                raise GateError("the certificate requires companions but a candidate has no companion distance")
-            ok = all(float(c["nn_distance"][m]) >= t for m, t in thresholds.items())
-            if "nn_distance_companion" in c:
-                ok = ok and all(float(c["nn_distance_companion"][m]) >= t for m, t in thresholds.items())
-            if bool(c["accepted"]) != ok:
-                raise GateError("a candidate's accepted flag contradicts its distances and the thresholds")
-        if cert["summary"]["n_published"] != len(published):
-            raise GateError("summary count does not match the published images")
-    except (KeyError, TypeError, ValueError) as err:
-        raise GateError(f"malformed certificate ({type(err).__name__}: {err})") from None

@@ -1,38 +1,45 @@
-"""The study's evidence: ``report.json`` (validated schema) and a self-contained ``report.html``.
+"""The study's evidence: statistics, ``report.json`` (validated schema), ``report.html``.
 
-    >>> methods = summarise(per_image)                        # {method: {site: {metric: array}}}
-    >>> comparisons = compare(per_image, reference_method="real", margins={"psnr": 0.5, "ssim": 0.01})
-    >>> path = write_report(out_dir, {"methods": methods, "comparisons": comparisons, "wall_seconds": 12.0})
-    >>> render_html(path, out_dir / "report.html")
+>>> rep = {"methods": summarise(scores), "comparisons": compare(scores, "real", DEFAULT_MARGINS)}
+>>> render_html(write_report(out, rep), out / "report.html")   # self-contained, opens offline
+
+Why it imports none of the stages whose results it reports (privacy,
+generative, tasks, federation): ``fedsynth.tasks`` and ``fedsynth.federation``
+use it, so a dependency back would be a cycle. Names are imported on first use
+(:func:`fedsynth.lazy.lazy_exports`), so ``fedsynth --help`` (which imports
+``fedsynth.report.commands``) stays fast.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-# Lazy exports, so ``fedsynth --help`` (which imports fedsynth.report.commands) stays fast.
-_EXPORTS = {
+from fedsynth.lazy import lazy_exports
+
+exports = {
+    "DEFAULT_MARGINS": "fedsynth.report.stats",
     "ReportModel": "fedsynth.report.schema",
+    "bootstrap_ci": "fedsynth.report.stats",
     "compare": "fedsynth.report.summary",
     "load_report": "fedsynth.report.schema",
+    "paired_comparison": "fedsynth.report.stats",
     "render_html": "fedsynth.report.html",
     "summarise": "fedsynth.report.summary",
+    "tost_paired": "fedsynth.report.stats",
     "validate_report": "fedsynth.report.schema",
     "write_report": "fedsynth.report.writer",
 }
 
+__getattr__, __dir__, __all__ = lazy_exports(__name__, exports)
+
 if TYPE_CHECKING:  # pragma: no cover
     from fedsynth.report.html import render_html  # noqa: F401
     from fedsynth.report.schema import ReportModel, load_report, validate_report  # noqa: F401
+    from fedsynth.report.stats import (  # noqa: F401
+        DEFAULT_MARGINS,
+        bootstrap_ci,
+        paired_comparison,
+        tost_paired,
+    )
     from fedsynth.report.summary import compare, summarise  # noqa: F401
     from fedsynth.report.writer import write_report  # noqa: F401
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'fedsynth.report' has no attribute {name!r}")
-
-
-__all__ = sorted(_EXPORTS)

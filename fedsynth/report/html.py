@@ -153,8 +153,7 @@ def render_html(
     ``samples`` = {row name: (N, H, W) array} (e.g. real vs synthetic).
     """
     rep = load_report(report) if isinstance(report, (str, Path)) else validate_report(report)
-    extra = rep.model_extra or {}
-    title = " · ".join(str(extra[k]) for k in ("scenario", "task", "network") if extra.get(k)) or "fedsynth report"
+    title = " · ".join(str(v) for v in (rep.scenario, rep.task, rep.network) if v) or "fedsynth report"
     wall = rep.wall_seconds if isinstance(rep.wall_seconds, dict) else {"total": rep.wall_seconds}
     privacy = {k: v.model_dump(exclude_none=True) for k, v in rep.privacy.items()}
     missing = rep.missing_sites if isinstance(rep.missing_sites, dict) else {s: "missing" for s in rep.missing_sites}

@@ -1,4 +1,4 @@
-"""The schema of ``report.json`` (DESIGN.md keys), as pydantic models.
+"""The schema of ``report.json`` (the keys listed in ``docs/tasks.md``, "Report"), as pydantic models.
 
 Why a schema: the report is what a reader (or a later tool) trusts, and it is
 assembled by several stages. Validating it once, on write and on read, turns
@@ -7,7 +7,7 @@ a malformed or hand-edited file into one clear line instead of a broken page.
 Metric values are either a plain mean (what the federation's summaries
 write) or ``{mean, ci_low, ci_high, std}`` (what :func:`fedsynth.report.summarise`
 writes); ``None`` marks a metric that could not be computed. Top-level keys
-beyond the DESIGN.md ones (scenario, task, network, ...) are kept as they are.
+beyond the documented ones are kept as they are.
 
     >>> model = load_report("runs/demo/report.json")
     >>> model.methods["synthetic-pool"].pooled.psnr
@@ -31,6 +31,7 @@ __all__ = [
     "PrivacySite",
     "ReportModel",
     "SiteMetrics",
+    "Traffic",
     "load_report",
     "metric_mean",
     "validate_report",
@@ -100,18 +101,42 @@ class PrivacySite(StrictModel):
     min_nn_distance: float | dict[str, float | None] | None = None
     n_published: int | None = Field(None, ge=0)
     n_rejected: int | None = Field(None, ge=0)
+    acceptance_rate: float | None = None
+    quota_met: bool | None = None
+    status: str | None = Field(None, description="why a site has no verified bundle")
+
+
+class Traffic(StrictModel):
+    """Bytes the coordinator sent and received for one method (serialised Flower messages)."""
+
+    sent: int = Field(..., ge=0)
+    received: int = Field(..., ge=0)
+    total: int = Field(..., ge=0)
 
 
 class ReportModel(StrictModel):
-    """``report.json``."""
+    """``report.json``.
+
+    The DESIGN keys (``methods``, ``comparisons``, ``privacy``,
+    ``communication_bytes``, ``wall_seconds``) plus what a federated study
+    adds (scenario, sites, cross-site local-only scores, rejected bundles).
+    Written with only the fields its maker set (:func:`fedsynth.report.write_report`).
+    """
 
     model_config = ConfigDict(extra="allow")
+    scenario: str | None = None
+    task: str | None = None
+    network: str | None = None
+    mode: str | None = None
+    sites: list[str] = Field(default_factory=list)
+    missing_sites: list[str] | dict[str, str] = Field(default_factory=list)
     methods: dict[str, MethodResult]
+    local_only_cross_site: dict[str, dict[str, SiteMetrics]] = Field(default_factory=dict)
     comparisons: list[Comparison] = Field(default_factory=list)
     privacy: dict[str, PrivacySite] = Field(default_factory=dict)
-    communication_bytes: dict[str, int | dict[str, int]] = Field(default_factory=dict)
+    rejected_bundles: dict[str, str] = Field(default_factory=dict)
+    communication_bytes: dict[str, int | Traffic] = Field(default_factory=dict)
     wall_seconds: float | dict[str, float] = 0.0
-    missing_sites: list[str] | dict[str, str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsynth.tasks.stats import DEFAULT_MARGINS, bootstrap_ci, paired_comparison
+from fedsynth.report.stats import DEFAULT_MARGINS, bootstrap_ci, paired_comparison
 
 __all__ = ["PerImage", "compare", "summarise", "summarise_values"]
 

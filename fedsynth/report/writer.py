@@ -27,8 +27,15 @@ def _clean(obj: Any) -> Any:
 
 
 def write_report(out_dir: str | Path, report: dict[str, Any] | ReportModel) -> Path:
-    """Validate ``report`` and write ``out_dir/report.json`` atomically; returns the path."""
-    data = report.model_dump(mode="json") if isinstance(report, ReportModel) else _clean(report)
+    """Validate ``report`` and write ``out_dir/report.json`` atomically; returns the path.
+
+    A model is written with the fields its maker set (``exclude_unset``), so
+    optional keys a study never filled do not appear as nulls.
+    """
+    if isinstance(report, ReportModel):
+        data = _clean(report.model_dump(mode="json", exclude_unset=True))
+    else:
+        data = _clean(report)
     validate_report(data, "report")
     out = Path(out_dir) / "report.json"
     out.parent.mkdir(parents=True, exist_ok=True)

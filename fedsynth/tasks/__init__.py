@@ -4,20 +4,22 @@ Degradations applied identically to real and synthetic images
 (:func:`make_pairs`), networks by name (:func:`build_network`), training
 (:func:`fit_epochs` for a federated round, :func:`train_network` to
 convergence with checkpoint/resume) and per-image metrics
-(:func:`evaluate_network`). Heavy imports (MONAI) happen inside functions.
+(:func:`evaluate_network`). Paired statistics live in :mod:`fedsynth.report`.
 
     >>> cfg = TaskConfig(task="ldct", network="rednet", epochs=5)
-    >>> model, history = train_network(train_images, cfg)
-    >>> metrics = evaluate_network(model, test_images, cfg, seed=1)
+    >>> metrics = evaluate_network(train_network(train_images, cfg)[0], test_images, cfg, seed=1)
+
+Names are imported on first use (:func:`fedsynth.lazy.lazy_exports`): ``fedsynth --help``
+imports the command modules, which must not pull in torch/MONAI.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-# Lazy exports: ``fedsynth --help`` imports the command modules, which must not pull in torch/MONAI.
-_EXPORTS = {
+from fedsynth.lazy import lazy_exports
+
+exports = {
     "DATA_RANGE": "fedsynth.tasks.metrics",
     "NETWORKS": "fedsynth.tasks.config",
     "TaskConfig": "fedsynth.tasks.config",
@@ -33,13 +35,14 @@ _EXPORTS = {
     "load_task_config": "fedsynth.tasks.config",
     "low_dose_ct": "fedsynth.tasks.ct_sim",
     "make_pairs": "fedsynth.tasks.degrade",
-    "paired_comparison": "fedsynth.tasks.stats",
     "predict": "fedsynth.tasks.training",
     "save_network": "fedsynth.tasks.training",
     "train_and_evaluate": "fedsynth.tasks.experiment",
     "train_network": "fedsynth.tasks.training",
     "unit_to_hu": "fedsynth.tasks.ct_sim",
 }
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, exports)
 
 if TYPE_CHECKING:  # pragma: no cover
     from fedsynth.tasks.config import NETWORKS, TaskConfig, load_task_config  # noqa: F401
@@ -50,7 +53,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from fedsynth.tasks.metrics import DATA_RANGE, image_metrics  # noqa: F401
     from fedsynth.tasks.networks import build_network  # noqa: F401
     from fedsynth.tasks.sr_sim import blur_downsample, kspace_truncate  # noqa: F401
-    from fedsynth.tasks.stats import paired_comparison  # noqa: F401
     from fedsynth.tasks.training import (  # noqa: F401
         fit_epochs,
         load_network,
@@ -58,12 +60,3 @@ if TYPE_CHECKING:  # pragma: no cover
         save_network,
         train_network,
     )
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'fedsynth.tasks' has no attribute {name!r}")
-
-
-__all__ = sorted(_EXPORTS)

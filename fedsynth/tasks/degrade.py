@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedsynth.devices import resolve_device
 from fedsynth.errors import DataError
 from fedsynth.tasks.config import TaskConfig
 from fedsynth.tasks.ct_sim import low_dose_ct
@@ -37,11 +38,6 @@ def degrade(images: np.ndarray, cfg: TaskConfig, seed: int) -> np.ndarray:
     if cfg.task == "ldct":
         if images.shape[1] != images.shape[2]:
             raise DataError(f"low-dose CT needs square slices, got {images.shape[1]}x{images.shape[2]}")
-        device = "cuda" if cfg.device == "cuda" else "cpu"
-        if cfg.device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         return low_dose_ct(
             images,
             dose_fraction=cfg.dose_fraction,
@@ -53,7 +49,7 @@ def degrade(images: np.ndarray, cfg: TaskConfig, seed: int) -> np.ndarray:
             n_angles=cfg.n_angles,
             projector=cfg.projector,
             seed=seed,
-            device=device,
+            device=resolve_device(cfg.device).type,
         )
     h, w = images.shape[1:]
     if h % cfg.sr_factor or w % cfg.sr_factor:

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from fedsynth.io_utils import write_bytes_atomic, write_json_atomic
+from fedsynth.report.stats import DEFAULT_MARGINS
 from fedsynth.tasks.config import TaskConfig
 from fedsynth.tasks.degrade import check_images, make_pairs
 from fedsynth.tasks.evaluate import evaluate_pairs
-from fedsynth.tasks.stats import DEFAULT_MARGINS
 from fedsynth.tasks.training import save_network, train_network
 
 __all__ = ["TEST_SEED_OFFSET", "train_and_evaluate"]

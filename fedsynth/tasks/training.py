@@ -17,7 +17,6 @@ so a resumed run draws exactly the patches the uninterrupted run would have.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -30,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedsynth.devices import resolve_device
+from fedsynth.digests import array_digest
 from fedsynth.errors import CheckpointError, DataError
 from fedsynth.io_utils import write_bytes_atomic, write_json_atomic
 from fedsynth.progress import progress as progress_bar
@@ -42,7 +43,6 @@ __all__ = [
     "fit_epochs",
     "load_network",
     "predict",
-    "resolve_device",
     "save_network",
     "train_network",
 ]
@@ -52,15 +52,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "fedsynth.tasks.checkpoint/1"
 MODEL_FORMAT = "fedsynth.tasks.model/1"
 _MIN_PATCH = {"rednet": 21, "srcnn": 9, "unet": 32, "edsr": 8}  # unet: 4 poolings, instance norm needs > 1 px
-
-
-def resolve_device(cfg: TaskConfig) -> torch.device:
-    """The torch device ``cfg.device`` asks for (auto: CUDA when available)."""
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise DataError("device 'cuda' requested but no CUDA device is available")
-    return torch.device(cfg.device)
 
 
 def _patch_edge(cfg: TaskConfig, shape: tuple[int, int]) -> int:
@@ -199,13 +190,6 @@ def _val_loss(model: nn.Module, inputs: np.ndarray, targets: np.ndarray, cfg: Ta
     return float(np.mean((pred.astype(np.float64) - targets) ** 2))
 
 
-def _fingerprint(images: np.ndarray) -> str:
-    h = hashlib.sha256()
-    h.update(str(images.shape).encode())
-    h.update(np.ascontiguousarray(images, dtype=np.float32).tobytes())
-    return h.hexdigest()
-
-
 def _to_bytes(obj: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -268,7 +252,7 @@ def train_network(
     """
     t0 = time.perf_counter()
     images = check_images(train_images, "training images")
-    device = resolve_device(cfg)
+    device = resolve_device(cfg.device)
     tr_idx, va_idx = _split(len(images), cfg.val_fraction, cfg.seed)
     inputs, targets = make_pairs(images, cfg, cfg.seed)
     tr_x, tr_y, va_x, va_y = inputs[tr_idx], targets[tr_idx], inputs[va_idx], targets[va_idx]
@@ -276,7 +260,7 @@ def train_network(
 
     model = build_network(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    fingerprint = _fingerprint(images)
+    fingerprint = array_digest(images)
     ckpt_path = Path(workdir) / "checkpoint.pt" if workdir is not None else None
     start_epoch, best_val, bad_epochs = 0, float("inf"), 0
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

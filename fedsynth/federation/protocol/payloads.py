@@ -1,28 +1,13 @@
-"""The coordinator <-> site message protocol, in one place.
-
-Every message of a study is a Flower ``Message`` whose ``message_type`` is one
-of the constants below and whose content is a ``RecordDict`` with the record
-keys named here. Keeping the names and the (de)serialisation in one module is
-what lets the site app, the coordinator and the leak test agree on exactly
-what crosses the wire, and lets ``docs/architecture.md`` list it.
+"""Payload records of the study protocol: image stacks, opaque blobs, chunked bundles, bytes on the wire.
 
 Large payloads (image stacks, model weights) always travel as ``Array``s in an
-``ArrayRecord``: Flower splits every ``Array`` into 5 MiB chunks on the wire,
-so a publish of thousands of images works in both engines. Opaque blobs (the
-signed certificate, JSON) are carried as ``uint8`` arrays for the same reason;
-``ConfigRecord`` bytes are not chunked and would stall on large values.
+``ArrayRecord``: Flower splits every ``Array`` into 5 MiB chunks on the wire.
+Opaque blobs (the signed certificate) are carried as ``uint8`` arrays for the
+same reason; ``ConfigRecord`` bytes are not chunked and would stall on large
+values.
 
-Beyond Flower's own 5 MiB wire chunks, a publish is *fetched in chunks* of
-``chunk-images`` images: the coordinator asks for ``offset`` 0, 256, ... of
-the site's cached bundle and reassembles them (:class:`BundleAssembler`), so
-no single message, and no single buffer on either side, holds the whole
-bundle. The signed certificate comes with the first chunk only.
-
-Usage::
-
-    content = images_to_record(stack)                  # ArrayRecord
-    stack2 = record_to_images(content)                 # np.ndarray (n, H, W) float32
-    nbytes = message_nbytes(msg)                       # bytes on the wire
+    >>> stack = record_to_images(images_to_record(images))       # (n, H, W) float32
+    >>> nbytes = message_nbytes(msg)                               # bytes on the wire
 """
 
 from __future__ import annotations
@@ -31,61 +16,25 @@ import json
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import Array, ArrayRecord, Message, RecordDict
 
-from fedsynth.errors import FedsynthError
+from fedsynth.federation.protocol.keys import IMAGES_KEY, ProtocolError
 
 __all__ = [
-    "CERT_KEY",
-    "CONFIG_KEY",
-    "IMAGES_KEY",
-    "METRICS_KEY",
-    "MSG_EVALUATE",
-    "MSG_PING",
-    "MSG_PUBLISH",
-    "MSG_TRAIN",
-    "MSG_TRAIN_GENERATOR",
-    "PROTOCOL_VERSION",
-    "SITE_KEY",
-    "WEIGHTS_KEY",
     "BundleAssembler",
-    "ProtocolError",
     "blob_to_record",
     "chunk_ranges",
     "config_json",
     "images_to_record",
     "message_nbytes",
-    "read_config_json",
     "record_to_blob",
     "record_to_images",
     "recorddict_nbytes",
     "wire_roundtrip",
 ]
 
-#: Bumped when a record key or message type changes meaning.
-PROTOCOL_VERSION = 1
-
-# Message types (``query.<action>`` is dispatched by ``@app.query("<action>")``).
-MSG_PING = f"{MessageType.QUERY}.ping"
-MSG_TRAIN_GENERATOR = f"{MessageType.QUERY}.train_generator"
-MSG_PUBLISH = f"{MessageType.QUERY}.publish"
-MSG_TRAIN = MessageType.TRAIN  # FedAvg-family local training on real data
-MSG_EVALUATE = MessageType.EVALUATE  # metrics of given weights on the held-out test set
-
-# Record keys. ``arrays``/``config``/``metrics`` are the names Flower's strategies use.
-CONFIG_KEY = "config"  # ConfigRecord: small scalars and short JSON strings
-WEIGHTS_KEY = "arrays"  # ArrayRecord: a torch state dict
-METRICS_KEY = "metrics"  # MetricRecord: numbers (per-image metric lists allowed)
-IMAGES_KEY = "images"  # ArrayRecord {"images": (n, H, W) float32}
-CERT_KEY = "certificate"  # ArrayRecord {"signed": uint8 JSON of the signed certificate}
-SITE_KEY = "site"  # ConfigRecord: public facts about a site (id, modality, counts)
-
 _IMAGES_ARRAY = "images"
 _BLOB_ARRAY = "blob"
-
-
-class ProtocolError(FedsynthError):
-    """A message does not carry the records the protocol requires."""
 
 
 def images_to_record(images: np.ndarray) -> ArrayRecord:
@@ -183,17 +132,6 @@ def config_json(obj: Any) -> str:
     if hasattr(obj, "model_dump"):
         obj = obj.model_dump(mode="json")
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
-def read_config_json(content: RecordDict, key: str) -> Any:
-    """Read a JSON string value ``key`` of the ``config`` record of ``content``."""
-    cfg = content.get(CONFIG_KEY)
-    if not isinstance(cfg, ConfigRecord) or key not in cfg:
-        raise ProtocolError(f"message lacks '{CONFIG_KEY}.{key}'")
-    value = cfg[key]
-    if not isinstance(value, str):
-        raise ProtocolError(f"'{CONFIG_KEY}.{key}' must be a JSON string")
-    return json.loads(value)
 
 
 def _nested_nbytes(obj: Any) -> int:

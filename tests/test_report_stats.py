@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fedsynth.tasks.stats import DEFAULT_MARGINS, bootstrap_ci, paired_comparison, tost_paired
+from fedsynth.report.stats import DEFAULT_MARGINS, bootstrap_ci, paired_comparison, tost_paired
 
 
 def test_default_margins() -> None:

@@ -1,0 +1,72 @@
+"""The study's vocabulary: method and phase names, one set of constants.
+
+Why one module: the same names key ``report.json`` (``methods``,
+``communication_bytes``, ``wall_seconds``), ``coordinator/state.json`` (the
+finished phases) and the model files (``models/<method>.pt``). A phase that
+trains a method *is* named for that method, so there is no second spelling
+(the older state files wrote ``synthetic_pool``; :func:`canonical_phase`
+reads them).
+
+    >>> Method.SYNTHETIC_POOL.value, Phase.SETUP.value
+    ('synthetic-pool', 'setup')
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["METHOD_LABELS", "Method", "Phase", "canonical_phase", "local_model"]
+
+
+class Method(StrEnum):
+    """A way of training the downstream network; each is one row of the report."""
+
+    SYNTHETIC_POOL = "synthetic-pool"
+    FEDAVG = "fedavg"
+    FEDPROX = "fedprox"
+    FEDADAM = "fedadam"
+    LOCAL_ONLY = "local-only"
+    CENTRALISED_REAL = "centralised-real"
+
+
+class Phase(StrEnum):
+    """A step of the study, in the order :mod:`fedsynth.federation.study` runs them.
+
+    ``setup`` and ``evaluation`` are also the byte-metering labels of their
+    messages; the generator and publish messages are metered as
+    ``synthetic-pool`` (they are that method's communication).
+    """
+
+    SETUP = "setup"
+    TRAIN_GENERATORS = "train-generators"
+    PUBLISH = "publish"
+    SYNTHETIC_POOL = Method.SYNTHETIC_POOL.value
+    FEDAVG = Method.FEDAVG.value
+    FEDPROX = Method.FEDPROX.value
+    FEDADAM = Method.FEDADAM.value
+    LOCAL_ONLY = Method.LOCAL_ONLY.value
+    CENTRALISED_REAL = Method.CENTRALISED_REAL.value
+    EVALUATION = "evaluation"
+    REPORT = "report"
+
+
+#: Human labels of the methods (the report's method blocks carry them).
+METHOD_LABELS: dict[Method, str] = {
+    Method.SYNTHETIC_POOL: "central network trained on the pool of gate-certified synthetic images",
+    Method.FEDAVG: "FedAvg on the sites' real training data",
+    Method.FEDPROX: "FedProx on the sites' real training data",
+    Method.FEDADAM: "FedAdam on the sites' real training data",
+    Method.LOCAL_ONLY: "each site alone on its own real data (scored on its own test set)",
+    Method.CENTRALISED_REAL: "union of all sites' real training data: upper bound, simulation only, NOT deployable",
+}
+
+
+def local_model(site_id: str) -> str:
+    """Model name of one site's local-only network (``local-<site>``)."""
+    return f"local-{site_id}"
+
+
+def canonical_phase(name: str) -> str:
+    """A phase name as this version spells it (older state files used ``_``, and ``site_info``)."""
+    name = name.replace("_", "-")
+    return Phase.SETUP.value if name == "site-info" else name

@@ -1,0 +1,40 @@
+"""The steps of a study, each a function of a :class:`StudyRun` (what every phase works with).
+
+The order and the saved state live in :mod:`fedsynth.federation.study`; a
+phase here only does its work (and skips what is already on disk, so a
+resumed study never asks a site twice for the same thing):
+
+| module | phase(s) |
+| --- | --- |
+| :mod:`.generators` | every site trains (or resumes, or skips) its generator |
+| :mod:`.publish` | every site publishes through its gate; bundles fetched in chunks, verified, pooled; privacy rows |
+| :mod:`.central` | the network trained at the coordinator: on the synthetic pool, and centralised-real (simulation) |
+| :mod:`.weight_averaging` | FedAvg and the second Flower strategy on the sites' real data |
+| :mod:`.local_only` | each site trains alone |
+| :mod:`.evaluation` | every model to every site; only metrics come back |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fedsynth.federation.model_store import ModelStore
+from fedsynth.federation.pool import SyntheticPool
+from fedsynth.federation.roster import Roster
+from fedsynth.federation.study_dir import StudySpec
+
+__all__ = ["StudyRun"]
+
+
+@dataclass
+class StudyRun:
+    """What every phase works with: the spec, the live sites, the pool and the trained models."""
+
+    spec: StudySpec
+    roster: Roster
+    pool: SyntheticPool
+    models: ModelStore
+
+    @property
+    def timeout_s(self) -> float:
+        return self.spec.scenario.site_timeout_s

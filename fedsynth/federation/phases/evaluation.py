@@ -1,0 +1,52 @@
+"""Phase ``evaluation``: every trained model to every live site; only per-image metrics come back.
+
+All models are scored on the same held-out real test slices of a site,
+degraded with the same seed, so the report's comparisons are paired.
+Results are handed to ``record`` model by model, so a resumed study only asks
+for what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from flwr.app import ArrayRecord
+
+from fedsynth.federation import protocol as P
+from fedsynth.federation.names import Method, Phase, local_model
+from fedsynth.federation.phases import StudyRun
+
+__all__ = ["EVALUATION_SEED_OFFSET", "evaluate", "model_names"]
+
+log = logging.getLogger(__name__)
+
+#: Test degradations use ``seed + EVALUATION_SEED_OFFSET``, never a training seed.
+EVALUATION_SEED_OFFSET = 7919
+
+Evaluations = dict[str, dict[str, dict[str, list[float]]]]
+
+
+def model_names(run: StudyRun) -> list[str]:
+    """The trained models to evaluate, in report order."""
+    second = run.spec.scenario.training.second_strategy
+    names = [Method.SYNTHETIC_POOL.value, Method.FEDAVG.value, str(second), Method.CENTRALISED_REAL.value]
+    names += [local_model(s.site_id) for s in run.roster.alive()]
+    return [n for n in names if run.models.has(n)]
+
+
+def evaluate(run: StudyRun, done: Evaluations, record: Callable[[], None]) -> None:
+    """Fill ``done[model][site]`` with per-image metrics; call ``record()`` after each model."""
+    sc = run.spec.scenario
+    request = P.EvaluateRequest(task=sc.task, seed=sc.seed + EVALUATION_SEED_OFFSET)
+    for name in model_names(run):
+        todo = [s for s in run.roster.alive() if s.site_id not in done.get(name, {})]
+        if not todo:
+            continue
+        content = request.to_content(ArrayRecord(run.models.load(name).state_dict()))
+        log.info("evaluation: %s on %s", name, ", ".join(s.site_id for s in todo))
+        with run.roster.method(Phase.EVALUATION):
+            replies = run.roster.ask(todo, P.MSG_EVALUATE, lambda s, c=content: c, run.timeout_s)
+        for sid, r in replies.items():
+            done.setdefault(name, {})[sid] = P.EvaluateReply.from_content(r.content).per_image
+        record()

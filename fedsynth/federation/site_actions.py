@@ -1,0 +1,184 @@
+"""What a site does for each protocol message, on its own disk.
+
+The site ``ClientApp`` (:mod:`fedsynth.federation.client_app`) decodes a
+message into a typed request (:mod:`fedsynth.federation.protocol`), calls one
+function here with the node's :class:`~fedsynth.federation.site_session.SiteSession`
+and sends the typed reply back. Everything here works on the site's own
+disk: the ingested slice store, the generator checkpoint, the signing key and
+a cache of the last published bundle (so a coordinator that restarts never
+makes a site regenerate).
+
+What may leave the site is decided by the return values: counts and public
+facts (:func:`site_info`), the generator's checkpoint hash, gate-accepted
+synthetic images and their signed certificate (:func:`publish`), network
+weights trained on real data (:func:`train`, the FedAvg baseline's inherent
+exposure) and metrics (:func:`evaluate`). Never slices, patient ids or paths.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord
+
+from fedsynth.errors import GateError
+from fedsynth.federation import protocol as P
+from fedsynth.federation.site_session import SiteSession
+from fedsynth.io_utils import write_bytes_atomic, write_json_atomic
+
+__all__ = ["evaluate", "publish", "site_info", "train", "train_generator"]
+
+log = logging.getLogger(__name__)
+
+
+def _generator_dir(s: SiteSession) -> Path:
+    return s.runtime.workdir / "generator"
+
+
+def _generator_ready(s: SiteSession) -> bool:
+    from fedsynth.generative import load_generator
+
+    try:
+        load_generator(_generator_dir(s))
+    except Exception:  # noqa: BLE001 - any failure means "not trained yet"
+        return False
+    return True
+
+
+def site_info(s: SiteSession) -> P.SiteInfo:
+    """Public facts: id, modality, slice counts, image size, whether a generator exists."""
+    store = s.store()
+    return P.SiteInfo(site_id=s.site_id, modality=s.runtime.config.modality,
+                      n_train=int(len(store.train_images())), n_test=int(len(store.test_images())),
+                      image_size=int(store.images.shape[-1]), generator_ready=_generator_ready(s))
+
+
+def train_generator(s: SiteSession, req: P.GeneratorRequest) -> P.GeneratorReply:
+    """Train (or resume, or skip when finished) the site's latent diffusion model."""
+    from fedsynth.generative import load_generator, load_profile, train_ldm
+
+    s.use_threads()
+    t0 = time.time()
+    workdir = _generator_dir(s)
+    skipped = _generator_ready(s)
+    if not skipped:
+        store = s.store()
+        # The generator samples at the site's slice size so the gate compares like with like.
+        cfg = load_profile(req.profile, **{"image_size": int(store.images.shape[-1]), **req.overrides})
+        log.info("site %s: training generator (%s) on %d slices", s.site_id, req.profile,
+                 len(store.train_images()))
+        train_ldm(store.train_images(), workdir, cfg, resume=True)
+    gen = load_generator(workdir)
+    return P.GeneratorReply(site_id=s.site_id, checkpoint_hash=str(gen.checkpoint_hash), skipped=bool(skipped),
+                            seconds=time.time() - t0)
+
+
+def _bundle_paths(s: SiteSession) -> tuple[Path, Path]:
+    d = s.runtime.workdir / "published"
+    return d / "images.npy", d / "certificate.json"
+
+
+def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any, dict[str, Any]]:
+    """Synthesize through the privacy gate until the quota; sign; cache. Returns (images, signed, stats).
+
+    The last published bundle is cached at the site: if the same request comes
+    again (later chunks, or a restarted coordinator) the same images and
+    certificate are returned without regenerating. Fails closed: any gate
+    error publishes nothing.
+    """
+    from fedsynth.generative import load_generator
+    from fedsynth.privacy import PrivacyGate, SignedCertificate, load_private_key, sign_certificate
+
+    s.use_threads()
+    img_path, cert_path = _bundle_paths(s)
+    gen = load_generator(_generator_dir(s))
+    steps = req.sample_steps or None
+    request = {"gate": req.gate.model_dump(mode="json"), "quota": req.quota, "max_attempts": req.max_attempts,
+               "seed": req.seed, "sample_steps": steps, "generator": str(gen.checkpoint_hash)}
+    if img_path.exists() and cert_path.exists():
+        cached = json.loads(cert_path.read_text(encoding="utf-8"))
+        if cached.get("request") == request:
+            log.info("site %s: re-sending the cached published bundle", s.site_id)
+            return np.load(img_path), SignedCertificate.model_validate(cached["signed"]), cached["stats"]
+    store = s.store()
+    cfg = req.gate
+    gate = PrivacyGate(store.train_images(), cfg, reference_groups=store.train_patient_ids(),
+                       cache_dir=s.runtime.workdir / "gate")
+    calls = {"n": 0}
+
+    def source(n: int) -> Any:
+        calls["n"] += 1
+        return gen.sample(n, steps=steps, seed=req.seed * 100_003 + calls["n"],
+                          with_untextured=cfg.require_companions)
+
+    log.info("site %s: publishing %d images through the gate", s.site_id, req.quota)
+    res = gate.run(source, req.quota, req.max_attempts, str(gen.checkpoint_hash))
+    accepted = np.ascontiguousarray(res.accepted, dtype=np.float32)
+    if len(accepted) == 0:
+        raise GateError(f"site {s.site_id}: the gate accepted no image")
+    signed = sign_certificate(res.certificate, load_private_key(s.runtime.signing_key))
+    stats = {"n-accepted": int(len(accepted)), "quota-met": bool(res.quota_met),
+             "acceptance-rate": float(res.acceptance_rate),
+             "n-rejected": int(res.n_candidates - len(accepted))}
+    buf = io.BytesIO()
+    np.save(buf, accepted, allow_pickle=False)
+    write_bytes_atomic(img_path, buf.getvalue())
+    write_json_atomic(cert_path, {"request": request, "signed": signed.model_dump(mode="json"), "stats": stats})
+    return accepted, signed, stats
+
+
+def publish(s: SiteSession, req: P.PublishRequest) -> P.PublishChunk:
+    """One chunk (``offset``, ``chunk_images``) of the site's gate-certified bundle.
+
+    The bundle is generated and signed on the first request and cached at the
+    site, so later chunks (and a restarted coordinator) read the same bundle.
+    The signed certificate travels with the chunk at offset 0 only.
+    """
+    images, signed, stats = _make_bundle(s, req)
+    chunk = req.chunk_images or len(images)
+    if not 0 <= req.offset < max(len(images), 1):
+        raise P.ProtocolError(f"publish offset {req.offset} outside a bundle of {len(images)}")
+    return P.PublishChunk(
+        site_id=s.site_id, offset=req.offset, n_total=len(images), quota_met=bool(stats["quota-met"]),
+        n_accepted=int(stats["n-accepted"]), n_rejected=int(stats.get("n-rejected", 0)),
+        acceptance_rate=float(stats["acceptance-rate"]), images=images[req.offset : req.offset + chunk],
+        signed=signed if req.offset == 0 else None)
+
+
+def _model(task: Any, weights: ArrayRecord) -> Any:
+    import torch  # noqa: F401 - Flower's to_torch_state_dict needs torch already imported
+
+    from fedsynth.tasks import build_network
+
+    model = build_network(task)
+    model.load_state_dict(weights.to_torch_state_dict())
+    return model
+
+
+def train(s: SiteSession, req: P.TrainRequest, weights: ArrayRecord) -> P.TrainReply:
+    """Local epochs of the downstream network on the site's real training slices."""
+    from fedsynth.tasks import fit_epochs
+
+    s.use_threads()
+    model = _model(req.task, weights)
+    state = model.state_dict()
+    global_state = {k: v.clone() for k, v in state.items()} if req.proximal_mu > 0 else None
+    out = fit_epochs(model, s.store().train_images(), req.task, req.local_epochs, req.seed + req.server_round,
+                     proximal_mu=req.proximal_mu, global_state=global_state)
+    return P.TrainReply(ArrayRecord(model.state_dict()), float(out["loss"]), int(out["n"]))
+
+
+def evaluate(s: SiteSession, req: P.EvaluateRequest, weights: ArrayRecord) -> P.EvaluateReply:
+    """Per-image PSNR/SSIM/RMSE of the given weights on the site's held-out test slices."""
+    from fedsynth.tasks import evaluate_network
+
+    s.use_threads()
+    res = evaluate_network(_model(req.task, weights), s.store().test_images(), req.task, req.seed)
+    return P.EvaluateReply({k: np.asarray(res[k], dtype=np.float64).ravel().tolist()
+                            for k in P.EvaluateReply.METRICS})

@@ -1,0 +1,60 @@
+"""Process set-up shared by the CLI, the Flower apps and the tests: environment and logging.
+
+Why here and not in each entry point: the loopback environment is a security
+setting (without ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` Ray listens on all
+interfaces, so a simulated study would expose its workers to the network),
+and the log format is what operators grep; both must be the same whichever
+way fedsynth was started. Only the standard library is imported here, so the
+set-up can run before anything heavy is loaded.
+
+    >>> apply_loopback_env()                              # before Ray / Flower start
+    >>> setup_logging(logging.INFO, only_if_unconfigured=True)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+__all__ = ["LOG_FORMAT", "LOOPBACK_ENV", "apply_loopback_env", "setup_logging"]
+
+#: Environment every fedsynth process sets (Flower notes: Ray on loopback only, no telemetry,
+#: no update checks, no dependency installation at run time).
+LOOPBACK_ENV: dict[str, str] = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+}
+
+#: The one log line format of fedsynth.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+#: Third-party loggers shown only with debug logging (faiss reports the CPU builds it did not load).
+_NOISY_LOGGERS = ("faiss", "faiss.loader")
+
+
+def apply_loopback_env() -> None:
+    """Set each :data:`LOOPBACK_ENV` variable that is not set yet (an operator's choice wins)."""
+    for key, value in LOOPBACK_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def setup_logging(level: int = logging.INFO, *, only_if_unconfigured: bool = False) -> None:
+    """Configure the root logger with :data:`LOG_FORMAT` at ``level`` and quiet third-party chatter.
+
+    An already configured root logger (one with handlers, e.g. pytest's or an
+    embedding application's) is left as it is, as :func:`logging.basicConfig`
+    does. ``only_if_unconfigured=True`` (the Flower apps, which run inside a
+    host process that may have set up logging) then changes nothing at all;
+    otherwise (the CLI) the third-party loggers are still quietened.
+    """
+    if only_if_unconfigured and logging.getLogger().handlers:
+        return
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    third_party = logging.DEBUG if level <= logging.DEBUG else logging.WARNING
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(third_party)

@@ -1,0 +1,117 @@
+"""The site daemon in-process: one session per run, the site's own audit directory, redacted errors.
+
+Messages go through the real ``ClientApp`` (as a SuperNode would call it),
+built from plain Flower records in the protocol's wire format.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from fixtures.nifti import make_site
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+from fedsynth.federation import protocol as P
+from fedsynth.federation.client_app import build_client_app
+from fedsynth.federation.site_session import clear_sessions
+from fedsynth.privacy import generate_site_key
+
+
+@pytest.fixture(autouse=True)
+def _run_identity():
+    from flwr.supercore.task_identity import TaskIdentity
+
+    names = ("_run_id", "_node_id", "_task_id")
+    old = {n: getattr(TaskIdentity, n) for n in names}
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    clear_sessions()
+    yield
+    clear_sessions()
+    for n, v in old.items():
+        setattr(TaskIdentity, n, v)
+
+
+def _site_toml(tmp: Path, audit: bool = True) -> Path:
+    data = make_site(tmp / "data", n_patients=4)
+    work = tmp / "work"
+    generate_site_key(work / "keys")
+    toml = tmp / "site.toml"
+    toml.write_text(f'''
+[site]
+id = "hospital-a"
+modality = "ct"
+data_dir = "{data}"
+workdir = "{work}"
+image_size = 32
+train_fraction = 0.5
+[daemon]
+torch_threads = 1
+{f'audit_dir = "{tmp / "outgoing"}"' if audit else ""}
+''')
+    return toml
+
+
+def _ping(app, context: Context) -> Message:
+    msg = Message(P.PingRequest().to_content(), dst_node_id=context.node_id, message_type=P.MSG_PING)
+    return app(msg, context)
+
+
+def _context(node_config: dict, run_id: int = 7) -> Context:
+    return Context(run_id=run_id, node_id=3, node_config=node_config, state=RecordDict(), run_config={})
+
+
+def test_site_toml_audit_dir_reaches_the_audit_mod(tmp_path: Path) -> None:
+    app = build_client_app()
+    reply = _ping(app, _context({"site-config": str(_site_toml(tmp_path))}))
+    info = P.SiteInfo.from_content(reply.content)
+    assert info.site_id == "hospital-a" and info.n_train > 0 and info.n_test > 0 and info.image_size == 32
+    records = [d for d in (tmp_path / "outgoing").iterdir() if d.is_dir()]
+    assert len(records) == 1
+    meta = json.loads((records[0] / "meta.json").read_text())
+    assert meta["message_type"] == P.MSG_PING and meta["records"]["site"]["values"]["site-id"] == "hospital-a"
+    assert (records[0] / "wire.bin").stat().st_size > 0
+
+
+def test_no_audit_dir_means_no_audit_copy(tmp_path: Path) -> None:
+    app = build_client_app()
+    _ping(app, _context({"site-config": str(_site_toml(tmp_path, audit=False))}))
+    assert not (tmp_path / "outgoing").exists()
+
+
+def test_a_run_resolves_the_site_and_opens_its_data_once(tmp_path: Path) -> None:
+    """After the first message of a run the site's config and volumes are not read again; a new run re-reads."""
+    app = build_client_app(audit=False)
+    toml = _site_toml(tmp_path, audit=False)
+    first = _ping(app, _context({"site-config": str(toml)}))
+    assert not first.has_error()
+    toml.unlink()  # the config is gone ...
+    shutil.rmtree(tmp_path / "data")  # ... and so are the volumes
+    again = _ping(app, _context({"site-config": str(toml)}))
+    assert not again.has_error()
+    assert P.SiteInfo.from_content(again.content) == P.SiteInfo.from_content(first.content)
+    fresh = _ping(app, _context({"site-config": str(toml)}, run_id=8))  # a new run resolves again
+    assert fresh.has_error()
+
+
+def test_site_errors_are_redacted_to_the_exception_class(tmp_path: Path) -> None:
+    app = build_client_app(audit=False)
+    secret = tmp_path / "patient-p001-secret"
+    reply = _ping(app, _context({"site-config": str(secret / "site.toml")}))
+    assert reply.has_error()
+    assert reply.error.reason == "ConfigError at the site (details in the site log)"
+    assert "p001" not in reply.error.reason
+
+
+def test_malformed_requests_are_refused_at_the_site(tmp_path: Path) -> None:
+    app = build_client_app(audit=False)
+    ctx = _context({"site-config": str(_site_toml(tmp_path, audit=False))})
+    bad = RecordDict({P.CONFIG_KEY: ConfigRecord({"gate": "{not json", "quota": 3, "max-attempts": 3})})
+    reply = app(Message(bad, dst_node_id=3, message_type=P.MSG_PUBLISH), ctx)
+    assert reply.has_error() and reply.error.reason.startswith("ProtocolError")
+    weak = RecordDict({P.CONFIG_KEY: ConfigRecord({"gate": json.dumps({"metrics": ["pixel_rmse"], "mode": "absolute"}),
+                                                   "quota": 3, "max-attempts": 3})})
+    reply = app(Message(weak, dst_node_id=3, message_type=P.MSG_PUBLISH), ctx)  # absolute mode, no threshold
+    assert reply.has_error() and reply.error.reason.startswith("ProtocolError")
