@@ -86,7 +86,7 @@ def _job(method: str, metric: str, ref_path: str, cand_path: str, n_cands: int, 
 
     refs = np.load(ref_path)
     cands = np.load(cand_path)[:n_cands]
-    cfg = GateConfig(mode="absolute", thresholds={metric: 0.0}, metrics=[metric])
+    cfg = GateConfig(mode="absolute", thresholds={metric: 1e-6}, metrics=[metric])  # search only: threshold unused
     spec = metric_spec(metric, cfg)
     build = 0.0
     extra = ""

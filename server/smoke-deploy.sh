@@ -39,6 +39,8 @@ image_size = $sz
 train_fraction = 0.67
 [daemon]
 signing_key = "$work/keys/sites/site-$k/signing/site.key"
+[privacy]
+min_max_shift = 2   # the tiny scenario's gate searches shifts up to 2 px (the default floor is 4)
 TOML
 done
 cat > "$work/coordinator.toml" <<TOML
@@ -56,6 +58,8 @@ default = "deploy"
 address = "127.0.0.1:$port"
 root-certificates = "$work/keys/ca.crt"
 TOML
+# 2b. each site's privacy-policy digest goes to the coordinator's registry (out of band, like its public key)
+for k in 1 2; do fedsynth -q policy "$work/site-$k.toml" --register "$work/keys/coordinator/site-keys" >/dev/null; done
 # 3. SuperLink with TLS and node authentication
 "$repo/server/start-superlink.sh" "$work/keys" 127.0.0.1 "$port" >"$work/superlink.log" 2>&1 &
 pids+=($!)

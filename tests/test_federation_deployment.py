@@ -29,3 +29,6 @@ def test_superlink_two_supernodes_tls_auth_tiny_study(tmp_path):
     assert {r[0] for r in db.execute("SELECT site FROM images")} == {"site-1", "site-2"}
     rep = json.loads((study / "report.json").read_text())
     assert rep["mode"] == "deployment" and "centralised-real" not in rep["methods"]
+    for k in (1, 2):  # each certificate carries the policy digest its site registered
+        registered = (tmp_path / "w" / "keys" / "coordinator" / "site-keys" / f"site-{k}.policy").read_text()
+        assert rep["privacy"][f"site-{k}"]["policy_digest"] == registered.strip()

@@ -71,10 +71,25 @@ def test_report_has_the_design_keys(study):
     validate_report(rep)
     assert rep["communication_bytes"]["synthetic-pool"]["received"] > 0
     assert rep["communication_bytes"]["fedavg"]["sent"] > 0
+    rep["privacy"].pop("site-3")  # refused by its own policy (next test)
     for site, row in rep["privacy"].items():
         assert row["n_published"] > 0, site
+        assert row["policy_digest"].startswith("sha256:")
         for metric, thr in row["threshold"].items():
             assert row["min_nn_distance"][metric] >= thr
+
+
+def test_a_site_refuses_a_request_weaker_than_its_policy_and_the_report_says_why(study):
+    """The coordinator asked for the 5th percentile; site-3's policy requires the 20th: nothing of it is pooled."""
+    rep = json.loads((study["out"] / "report.json").read_text())
+    row = rep["privacy"]["site-3"]
+    assert row["n_published"] == 0
+    assert "PolicyRefusal" in row["status"] and "percentile 5 is below the floor 20" in row["status"]
+    assert "site-3" in rep["rejected_bundles"] and "site-3" not in rep["missing_sites"]
+    assert "site-3" in rep["methods"]["fedavg"]["per_site"]  # it still takes part in the baselines
+    from fedsynth.federation.pool import SyntheticPool
+
+    assert SyntheticPool(study["out"] / "pool").sites() == ["site-1", "site-2"]
 
 
 def _real_slices(out: Path):

@@ -105,13 +105,36 @@ def test_site_errors_are_redacted_to_the_exception_class(tmp_path: Path) -> None
     assert "p001" not in reply.error.reason
 
 
-def test_malformed_requests_are_refused_at_the_site(tmp_path: Path) -> None:
+def _publish(app, ctx, gate: dict, quota: int = 3, attempts: int = 9) -> Message:
+    content = RecordDict({P.CONFIG_KEY: ConfigRecord({"gate": json.dumps(gate), "quota": quota,
+                                                      "max-attempts": attempts, "study-id": "s1",
+                                                      "nonce": "n" * 32})})
+    return app(Message(content, dst_node_id=3, message_type=P.MSG_PUBLISH), ctx)
+
+
+def test_malformed_or_zero_threshold_requests_are_refused_at_the_site(tmp_path: Path) -> None:
     app = build_client_app(audit=False)
     ctx = _context({"site-config": str(_site_toml(tmp_path, audit=False))})
     bad = RecordDict({P.CONFIG_KEY: ConfigRecord({"gate": "{not json", "quota": 3, "max-attempts": 3})})
     reply = app(Message(bad, dst_node_id=3, message_type=P.MSG_PUBLISH), ctx)
     assert reply.has_error() and reply.error.reason.startswith("ProtocolError")
-    weak = RecordDict({P.CONFIG_KEY: ConfigRecord({"gate": json.dumps({"metrics": ["pixel_rmse"], "mode": "absolute"}),
-                                                   "quota": 3, "max-attempts": 3})})
-    reply = app(Message(weak, dst_node_id=3, message_type=P.MSG_PUBLISH), ctx)  # absolute mode, no threshold
-    assert reply.has_error() and reply.error.reason.startswith("ProtocolError")
+    for gate in ({"metrics": ["pixel_rmse"], "mode": "absolute"},  # no threshold
+                 {"metrics": ["pixel_rmse", "ncc_robust"], "mode": "absolute",
+                  "thresholds": {"pixel_rmse": 0.0, "ncc_robust": 0.0}}):  # zero: would certify exact copies
+        reply = _publish(app, ctx, gate)
+        assert reply.has_error() and reply.error.reason.startswith("ProtocolError"), gate
+
+
+def test_a_request_weaker_than_the_site_policy_is_refused_with_its_reason(tmp_path: Path) -> None:
+    """The refusal names the field (no data), so it can reach the coordinator's report."""
+    toml = _site_toml(tmp_path, audit=False)
+    toml.write_text(toml.read_text() + "[privacy]\nmin_percentile = 20\nmax_images = 50\n")
+    app = build_client_app(audit=False)
+    reply = _publish(app, _context({"site-config": str(toml)}), {"metrics": ["pixel_rmse"]}, quota=80)
+    assert reply.has_error()
+    reason = reply.error.reason
+    assert reason.startswith("PolicyRefusal: refused by the site's privacy policy"), reason
+    for part in ("lack the required ['ncc_robust']", "percentile 5 is below the floor 20", "quota 80 exceeds"):
+        assert part in reason, reason
+    assert str(tmp_path) not in reason
+    assert not (tmp_path / "work" / "published").exists()  # nothing generated, nothing cached

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fixtures.federation import signed_bundle
+from fixtures.federation import gate_run
 from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
@@ -79,10 +79,11 @@ def _site(site_id, bundle=None, fail=(), silent=()):
             return P.SiteInfo(site_id=site_id, modality="ct", n_train=4, n_test=2, image_size=32,
                               generator_ready=False).to_content()
         if kind == P.MSG_TRAIN_GENERATOR:
-            return P.GeneratorReply(site_id=site_id, checkpoint_hash="ab", skipped=False, seconds=1.0).to_content()
+            return P.GeneratorReply(site_id=site_id, checkpoint_hash="test", skipped=False, seconds=1.0).to_content()
         if kind == P.MSG_PUBLISH:
-            images, signed = bundle
+            images, sign = bundle
             req = P.PublishRequest.from_content(msg.content)
+            signed = sign(site_id, req)
             off, n = req.offset, req.chunk_images
             return P.PublishChunk(site_id=site_id, offset=off, n_total=len(images), quota_met=True,
                                   n_accepted=len(images), n_rejected=0, acceptance_rate=1.0,
@@ -101,14 +102,25 @@ def _study(tmp_path, behaviour, keys, min_sites=2):
     return Study(FakeGrid(behaviour), spec)
 
 
+def _signer(cert, priv):
+    """Sign like a site: bound to the site id it claims and to the request's study and nonce."""
+    from fedsynth.privacy import GatePolicy, load_private_key, sign_certificate
+
+    def sign(site_id, req):
+        return sign_certificate(cert, load_private_key(priv), site_id=site_id, study_id=req.study_id,
+                                nonce=req.nonce, policy_digest=GatePolicy().digest())
+
+    return sign
+
+
 def _bundles(tmp_path, n_sites):
     keys = tmp_path / "registry"
     keys.mkdir()
     out = {}
     for k in range(1, n_sites + 1):
-        images, signed, pub, _ = signed_bundle(tmp_path / f"k{k}", seed=k)
+        images, cert, pub, priv = gate_run(tmp_path / f"k{k}", seed=k, calibrated=True)
         (keys / f"site-{k}.pub").write_bytes(pub.read_bytes())
-        out[k] = (images, signed)
+        out[k] = (images, _signer(cert, priv))
     return keys, out
 
 
@@ -145,10 +157,10 @@ def test_failed_and_silent_sites_are_dropped_and_named(tmp_path):
 
 def test_tampered_bundle_is_rejected_not_pooled(tmp_path):
     keys, b = _bundles(tmp_path, 2)
-    images, signed = b[2]
+    images, sign = b[2]
     bad = images.copy()
     bad[-1] += 0.001  # last chunk altered in transit
-    st = _study(tmp_path, {1: _site("site-1", b[1]), 2: _site("site-2", (bad, signed))}, keys)
+    st = _study(tmp_path, {1: _site("site-1", b[1]), 2: _site("site-2", (bad, sign))}, keys)
     st.roster.connect()
     st._publish()
     assert st.ctx.pool.sites() == ["site-1"]
@@ -179,3 +191,76 @@ def test_replies_come_back_in_site_order_whatever_order_they_arrived(tmp_path):
     msgs = [Message(P.PingRequest().to_content(), dst_node_id=n, message_type=P.MSG_PING) for n in (20, 10, 30)]
     replies = st.roster.grid.send_and_receive(msgs, timeout=5)
     assert [P.SiteInfo.from_content(r.content).site_id for r in replies] == ["site-1", "site-2", "site-3"]
+
+
+def _sign_with(cert_priv, **binding):
+    """A signer that ignores the request and binds to the given fields (a replay or a forgery)."""
+    from fedsynth.privacy import GatePolicy, load_private_key, sign_certificate
+
+    cert, priv = cert_priv
+
+    def sign(site_id, req):
+        fields = {"site_id": site_id, "study_id": req.study_id, "nonce": req.nonce,
+                  "policy_digest": GatePolicy().digest(), **binding}
+        return sign_certificate(cert, load_private_key(priv), **fields)
+
+    return sign
+
+
+@pytest.mark.parametrize("forged, reason", [
+    ({"nonce": "0" * 32}, "request nonce"),
+    ({"study_id": "another-study"}, "study id"),
+    ({"site_id": "site-1"}, "site id"),  # site-2 passes off a certificate bound to site-1
+])
+def test_replayed_or_rebound_certificates_are_rejected(tmp_path, forged, reason):
+    keys, b = _bundles(tmp_path, 2)
+    images, cert, pub, priv = gate_run(tmp_path / "k2b", seed=2, calibrated=True)
+    (keys / "site-2.pub").write_bytes(pub.read_bytes())
+    st = _study(tmp_path, {1: _site("site-1", b[1]), 2: _site("site-2", (images, _sign_with((cert, priv), **forged)))},
+                keys)
+    st.roster.connect()
+    st._publish()
+    assert st.ctx.pool.sites() == ["site-1"]
+    assert reason in st.state.rejected_bundles["site-2"]
+
+
+def test_a_certificate_weaker_than_the_request_is_rejected(tmp_path):
+    """A site that ran a weaker gate than asked (absolute 1e-3 for a calibrated request) is not pooled."""
+    keys, b = _bundles(tmp_path, 2)
+    images, cert, pub, priv = gate_run(tmp_path / "weak", seed=2, calibrated=False)
+    (keys / "site-2.pub").write_bytes(pub.read_bytes())
+    st = _study(tmp_path, {1: _site("site-1", b[1]), 2: _site("site-2", (images, _sign_with((cert, priv))))}, keys)
+    st.roster.connect()
+    st._publish()
+    assert st.ctx.pool.sites() == ["site-1"]
+    assert "does not answer the request" in st.state.rejected_bundles["site-2"]
+    assert "calibrated gate was requested" in st.state.rejected_bundles["site-2"]
+
+
+def test_a_policy_digest_other_than_the_registered_one_is_rejected(tmp_path):
+    keys, b = _bundles(tmp_path, 2)
+    (keys / "site-2.policy").write_text("sha256:" + "ab" * 32)  # what the site's officer registered
+    st = _study(tmp_path, {1: _site("site-1", b[1]), 2: _site("site-2", b[2])}, keys)
+    st.roster.connect()
+    st._publish()
+    assert st.ctx.pool.sites() == ["site-1"]
+    assert "policy digest" in st.state.rejected_bundles["site-2"]
+    from fedsynth.privacy import GatePolicy
+
+    assert st.state.privacy["site-1"]["policy_digest"] == GatePolicy().digest()
+
+
+def test_a_site_id_claimed_twice_or_shaped_like_a_path_takes_no_part(tmp_path):
+    keys, b = _bundles(tmp_path, 3)
+    from flwr.app import ConfigRecord, RecordDict
+
+    def path_shaped(msg):  # a raw reply: the coordinator must refuse it while decoding
+        return RecordDict({P.SITE_KEY: ConfigRecord({"site-id": "../../etc/passwd", "modality": "ct", "n-train": 4,
+                                                     "n-test": 2, "image-size": 32, "generator-ready": False})})
+
+    st = _study(tmp_path, {1: _site("site-1", b[1]), 2: _site("site-2", b[2]), 3: _site("site-2", b[3]),
+                           4: path_shaped}, keys, min_sites=1)
+    st.roster.connect()
+    assert [s.site_id for s in st.roster.alive()] == ["site-1"]
+    assert st.roster.missing == {"site-2": "claimed by 2 nodes"}
+    assert 4 not in st.roster.sites  # malformed site info: the id names registry files, never a path

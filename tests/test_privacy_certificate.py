@@ -216,3 +216,53 @@ def test_verify_applies_the_thresholds_to_companions(tmp_path: Path) -> None:
     del missing["images"][0]["nn_distance_companion"]
     with pytest.raises(GateError, match="companion"):
         verify_certificate(sign_certificate(missing, key), load_public_key(pub), res.accepted)
+
+
+def test_canonical_json_matches_the_documented_rfc8785_vector() -> None:
+    """docs/privacy.md's test vector, so another implementation can check its canonical bytes against ours."""
+    import hashlib
+    import re
+
+    from fedsynth.privacy import canonical_json
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "privacy.md").read_text(encoding="utf-8")
+    body = {"format": "fedsynth-gate-certificate/1", "summary": {"acceptance_rate": 0.5, "n_published": 1},
+            "metrics": {"pixel_rmse": {"threshold": 0.0495, "floor": 1e-06}}, "published": ["ab"],
+            "binding": {"site_id": "site-1", "nonce": "00ff", "algorithm": "ed25519"}, "note": "é"}
+    got = canonical_json(body)
+    assert re.search(r"^bytes +(.+)$", doc, re.M).group(1).encode() == got
+    assert re.search(r"^sha256 +([0-9a-f]{64})$", doc, re.M).group(1) == hashlib.sha256(got).hexdigest()
+
+
+def test_the_binding_is_signed_and_checked(tmp_path: Path) -> None:
+    """Site, study, nonce, policy, key id and algorithm are inside the signature; the envelope cannot lie."""
+    from fedsynth.privacy import Expected, GatePolicy
+
+    refs, ids = cohort(seed=1)
+    others, _ = cohort(seed=2)
+    priv, pub = generate_site_key(tmp_path)
+    res = PrivacyGate(refs, GateConfig(), reference_groups=ids).run(lambda n: others[:n], quota=2, max_attempts=12)
+    policy = GatePolicy().digest()
+    signed = sign_certificate(res.certificate, load_private_key(priv), site_id="site-1", study_id="study-a",
+                              nonce="n" * 32, policy_digest=policy).model_dump(mode="json")
+    key = load_public_key(pub)
+    ok = Expected(site_id="site-1", study_id="study-a", nonce="n" * 32, policy_digest=policy)
+    cert = verify_certificate(signed, key, res.accepted, expected=ok)
+    assert cert.binding.key_id == signed["key_id"] and cert.binding.algorithm == "ed25519"
+    for wrong, what in ((Expected("site-2", "study-a", "n" * 32), "site id"),
+                        (Expected("site-1", "study-b", "n" * 32), "study id"),
+                        (Expected("site-1", "study-a", "m" * 32), "request nonce"),
+                        (Expected("site-1", "study-a", "n" * 32, "sha256:" + "0" * 64), "policy digest")):
+        with pytest.raises(GateError, match=what):
+            verify_certificate(signed, key, res.accepted, expected=wrong)
+    edited = copy.deepcopy(signed)
+    edited["key_id"] = "0" * 64  # the envelope is not signed, but it must agree with the signed binding
+    with pytest.raises(GateError, match="envelope key id"):
+        verify_certificate(edited, key, res.accepted, expected=ok)
+    edited = copy.deepcopy(signed)
+    edited["certificate"]["binding"]["nonce"] = "m" * 32  # inside the body: breaks the signature
+    with pytest.raises(GateError, match="signature"):
+        verify_certificate(edited, key, res.accepted, expected=Expected("site-1", "study-a", "m" * 32))
+    unbound = sign_certificate(res.certificate, load_private_key(priv))
+    with pytest.raises(GateError, match="not bound"):
+        verify_certificate(unbound, key, res.accepted, expected=ok)

@@ -6,6 +6,8 @@ with the node's session (:mod:`fedsynth.federation.site_session`: settings
 resolved and data opened once per run) and encodes the typed reply. A
 failure at the site is logged there in full but answered with the
 exception's class name only: error text can carry file paths or patient ids.
+The one exception is a refusal by the site's privacy policy, whose reason is
+built from configuration values only and must reach the coordinator's report.
 
 ``app`` reads the site's settings from the node config (a site TOML, or
 ``data-dir``/``workdir``/``modality``) or the run config's study
@@ -27,6 +29,7 @@ from fedsynth.federation import protocol as P
 from fedsynth.federation import site_actions as act
 from fedsynth.federation.mods import make_audit_mod
 from fedsynth.federation.site_session import SiteSession, site_session
+from fedsynth.privacy.policy import PolicyRefusal
 from fedsynth.runtime import setup_logging
 
 __all__ = ["app", "build_client_app"]
@@ -69,7 +72,10 @@ def build_client_app(study_dir: Path | None = None, audit: bool = True) -> Clien
         def wrapped(msg: Message, context: Context) -> Message:
             try:
                 return Message(handler(site_session(context, study_dir), msg), reply_to=msg)
-            except Exception as err:  # noqa: BLE001 - every failure becomes a redacted error reply
+            except PolicyRefusal as err:  # built from config values only: the coordinator must see why
+                log.warning("site handler %s: %s", msg.metadata.message_type, err)
+                return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"PolicyRefusal: {err}"), reply_to=msg)
+            except Exception as err:  # noqa: BLE001 - every other failure becomes a redacted error reply
                 log.exception("site handler %s failed", msg.metadata.message_type)
                 reason = f"{type(err).__name__} at the site (details in the site log)"
                 return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=msg)

@@ -1,4 +1,4 @@
-"""``fedsynth simulate`` and ``fedsynth certs``: the CLI of the federation stage."""
+"""``fedsynth simulate``, ``fedsynth certs`` and ``fedsynth policy``: the CLI of the federation stage."""
 
 from __future__ import annotations
 
@@ -48,8 +48,27 @@ def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy(args: argparse.Namespace) -> int:
+    import json
+
+    from fedsynth.config import load_toml
+    from fedsynth.federation.config import SiteSettings
+    from fedsynth.federation.study_dir import policy_file
+    from fedsynth.io_utils import write_bytes_atomic
+
+    settings = load_toml(args.site_toml, SiteSettings)
+    digest = settings.privacy.digest()
+    print(json.dumps(settings.privacy.model_dump(mode="json"), indent=2))
+    print(f"site {settings.site.id}: policy digest {digest}")
+    if args.register:
+        path = policy_file(args.register, settings.site.id)
+        write_bytes_atomic(path, digest.encode())
+        print(f"registered: {path}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``simulate`` and ``certs``."""
+    """Add ``simulate``, ``certs`` and ``policy``."""
     p = sub.add_parser(
         "simulate",
         help="run a whole federated study locally on Flower's Simulation Engine",
@@ -78,3 +97,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="extra SAN for the SuperLink certificate (repeatable)")
     c.add_argument("--force", action="store_true", help="replace an existing CA")
     c.set_defaults(func=_certs)
+
+    q = sub.add_parser(
+        "policy",
+        help="show a site's privacy policy and its digest (and register it with the coordinator)",
+        description="Print the [privacy] policy of a site TOML (the documented default when it has none) and the "
+        "digest every certificate of the site carries. The coordinator rejects certificates whose policy digest "
+        "differs from the registered one; register it out of band, like the site's public key.",
+    )
+    q.add_argument("site_toml", type=Path, help="the site's TOML (sites/*.toml)")
+    q.add_argument("--register", type=Path, metavar="DIR",
+                   help="also write DIR/<site-id>.policy (the coordinator's site-keys registry)")
+    q.set_defaults(func=_policy)

@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 from fedsynth.config import Modality, SiteConfig, StrictModel, load_toml
 from fedsynth.errors import ConfigError
 from fedsynth.privacy.config import GateConfig
+from fedsynth.privacy.policy import GatePolicy
 from fedsynth.tasks.config import TaskConfig
 
 __all__ = [
@@ -119,9 +120,18 @@ class ScenarioConfig(StrictModel):
         default_factory=lambda: {"psnr": 0.5, "ssim": 0.01},
         description="TOST equivalence margins per metric",
     )
+    site_policy: GatePolicy = Field(
+        default_factory=GatePolicy,
+        description="the privacy policy of every simulated site (a real site's is [privacy] in its own TOML)")
+    site_policies: dict[str, GatePolicy] = Field(
+        default_factory=dict, description="simulated sites with a policy of their own, by site id")
     min_sites: int = Field(2, ge=1)
     site_timeout_s: float = Field(1800.0, gt=0)
     seed: int = Field(0, ge=0)
+
+    def policy_of(self, site_id: str) -> GatePolicy:
+        """The privacy policy of simulated site ``site_id``."""
+        return self.site_policies.get(site_id, self.site_policy)
 
     @model_validator(mode="after")
     def _min_sites(self) -> ScenarioConfig:
@@ -141,10 +151,15 @@ class DaemonSettings(StrictModel):
 
 
 class SiteSettings(StrictModel):
-    """A site TOML: ``[site]`` (data, split) and ``[daemon]`` (keys, threads)."""
+    """A site TOML: ``[site]`` (data, split), ``[daemon]`` (keys, threads) and ``[privacy]`` (the gate's floor).
+
+    Without ``[privacy]`` the default :class:`~fedsynth.privacy.GatePolicy`
+    applies (docs/privacy.md), never whatever the coordinator sends.
+    """
 
     site: SiteConfig
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    privacy: GatePolicy = Field(default_factory=GatePolicy)
 
 
 class CoordinatorSettings(StrictModel):

@@ -124,9 +124,15 @@ class SyntheticPool:
         images: np.ndarray,
         signed_certificate: Any,
         public_key: Any,
+        expected: Any = None,
+        conforms: Callable[[Any], None] | None = None,
     ) -> BundleRecord:
         """Verify a site's bundle and add its images; raise :class:`GateError` if it fails.
 
+        ``expected`` (:class:`fedsynth.privacy.Expected`): the certificate must
+        be bound to this site, study and request nonce (a replay from another
+        study or request is rejected). ``conforms(certificate)``: a further
+        check of the verified certificate against the request (raises GateError).
         The rejection is recorded in the manifest (``verified = 0`` and the
         reason) before the error is raised, so an operator can audit it.
         """
@@ -143,7 +149,9 @@ class SyntheticPool:
             if not isinstance(signed_certificate, dict) or _signature_of(signed_certificate) is None:
                 raise GateError(f"bundle from {site}: certificate is not signed")
             verify = self._verify or _default_verifier()
-            verify(signed_certificate, public_key=public_key, images=stack)
+            cert = verify(signed_certificate, public_key=public_key, images=stack, expected=expected)
+            if conforms is not None:
+                conforms(cert)
         except GateError as err:
             self._record_bundle(bundle_id, site, cert_json, signed_certificate, False, str(err), len(stack))
             log.warning("pool: REJECTED bundle %s from %s: %s", bundle_id[:12], site, err)

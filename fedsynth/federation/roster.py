@@ -139,6 +139,7 @@ class Roster:
         msgs = [Message(ping, dst_node_id=i, message_type=P.MSG_PING) for i in ids]
         with self.method(Phase.SETUP):
             replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout_s))
+        claims: dict[str, list[Site]] = {}
         for r in replies:
             if r.has_error():
                 log.warning("node %s: site info failed: %s", r.metadata.src_node_id, r.error.reason)
@@ -148,7 +149,12 @@ class Roster:
             except P.ProtocolError as err:
                 log.warning("node %s: malformed site info: %s", r.metadata.src_node_id, err)
                 continue
-            self.sites[r.metadata.src_node_id] = Site(r.metadata.src_node_id, info.site_id, info)
+            claims.setdefault(info.site_id, []).append(Site(r.metadata.src_node_id, info.site_id, info))
+        for site_id, nodes in claims.items():
+            if len(nodes) > 1:  # one of them is not who it says; neither is trusted with the name
+                log.error("site %s is claimed by %d nodes; none of them takes part", site_id, len(nodes))
+                self.missing[site_id] = f"claimed by {len(nodes)} nodes"
+            self.sites.update({n.node_id: n for n in nodes})
         answered = {s.site_id for s in self.sites.values()}
         for k in range(1, self.n_expected + 1):
             if self.simulated and f"site-{k}" not in answered:

@@ -87,7 +87,10 @@ def _bundle_paths(s: SiteSession) -> tuple[Path, Path]:
 def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any, dict[str, Any]]:
     """Synthesize through the privacy gate until the quota; sign; cache. Returns (images, signed, stats).
 
-    The last published bundle is cached at the site: if the same request comes
+    The gate runs the stricter of the site's privacy policy and the request
+    (a request that asks for less is refused); the certificate is signed
+    with its binding to this site, the study, the request's nonce and the
+    policy's digest. The last published bundle is cached at the site: if the same request comes
     again (later chunks, or a restarted coordinator) the same images and
     certificate are returned without regenerating. Fails closed: any gate
     error publishes nothing.
@@ -95,19 +98,21 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
     from fedsynth.generative import load_generator
     from fedsynth.privacy import PrivacyGate, SignedCertificate, load_private_key, sign_certificate
 
+    policy = s.runtime.policy
+    cfg = policy.apply(req.gate, req.quota, req.max_attempts)  # PolicyRefusal before anything is generated
     s.use_threads()
     img_path, cert_path = _bundle_paths(s)
     gen = load_generator(_generator_dir(s))
     steps = req.sample_steps or None
-    request = {"gate": req.gate.model_dump(mode="json"), "quota": req.quota, "max_attempts": req.max_attempts,
-               "seed": req.seed, "sample_steps": steps, "generator": str(gen.checkpoint_hash)}
+    request = {"gate": cfg.model_dump(mode="json"), "quota": req.quota, "max_attempts": req.max_attempts,
+               "seed": req.seed, "sample_steps": steps, "generator": str(gen.checkpoint_hash),
+               "study_id": req.study_id, "nonce": req.nonce, "policy": policy.digest()}
     if img_path.exists() and cert_path.exists():
         cached = json.loads(cert_path.read_text(encoding="utf-8"))
         if cached.get("request") == request:
             log.info("site %s: re-sending the cached published bundle", s.site_id)
             return np.load(img_path), SignedCertificate.model_validate(cached["signed"]), cached["stats"]
     store = s.store()
-    cfg = req.gate
     gate = PrivacyGate(store.train_images(), cfg, reference_groups=store.train_patient_ids(),
                        cache_dir=s.runtime.workdir / "gate")
     calls = {"n": 0}
@@ -122,7 +127,8 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
     accepted = np.ascontiguousarray(res.accepted, dtype=np.float32)
     if len(accepted) == 0:
         raise GateError(f"site {s.site_id}: the gate accepted no image")
-    signed = sign_certificate(res.certificate, load_private_key(s.runtime.signing_key))
+    signed = sign_certificate(res.certificate, load_private_key(s.runtime.signing_key), site_id=s.site_id,
+                              study_id=req.study_id, nonce=req.nonce, policy_digest=policy.digest())
     stats = {"n-accepted": int(len(accepted)), "quota-met": bool(res.quota_met),
              "acceptance-rate": float(res.acceptance_rate),
              "n-rejected": int(res.n_candidates - len(accepted))}

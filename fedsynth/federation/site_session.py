@@ -8,9 +8,11 @@ site's data.
 
 Where a site's settings come from (:func:`resolve_site`), in order:
 
-1. node config ``site-config``: a site TOML (``sites/*.toml``) — deployment;
+1. node config ``site-config``: a site TOML (``sites/*.toml``, with its
+   ``[privacy]`` policy) — deployment;
 2. node config ``data-dir``/``workdir``/``modality`` (+ ``site-id``,
-   ``image-size``, ``signing-key``, ``audit-dir``) — a quick deployment;
+   ``image-size``, ``signing-key``, ``audit-dir``) — a quick deployment with
+   the default privacy policy;
 3. node config ``partition-id`` in a simulated study: the site is derived
    from the study's spec (:mod:`fedsynth.federation.study_dir`).
 
@@ -30,6 +32,7 @@ from fedsynth.config import SiteConfig, load_toml
 from fedsynth.errors import ConfigError
 from fedsynth.federation.config import SiteSettings
 from fedsynth.federation.study_dir import find_private_key, find_spec, simulated_site, site_key_dir
+from fedsynth.privacy.policy import GatePolicy
 
 __all__ = ["SiteRuntime", "SiteSession", "clear_sessions", "resolve_site", "site_session"]
 
@@ -47,6 +50,7 @@ class SiteRuntime:
     signing_key: Path
     torch_threads: int = 0
     audit_dir: Path | None = None
+    policy: GatePolicy = field(default_factory=GatePolicy)
 
     @property
     def site_id(self) -> str:
@@ -64,7 +68,7 @@ def resolve_site(
     if "site-config" in node_config:
         s = load_toml(str(node_config["site-config"]), SiteSettings)
         key = s.daemon.signing_key or find_private_key(site_key_dir(s.site.workdir))
-        return SiteRuntime(s.site, Path(key), s.daemon.torch_threads, s.daemon.audit_dir)
+        return SiteRuntime(s.site, Path(key), s.daemon.torch_threads, s.daemon.audit_dir, s.privacy)
     if "data-dir" in node_config:
         pid = int(node_config.get("partition-id", 0))
         cfg = SiteConfig(
@@ -84,7 +88,8 @@ def resolve_site(
             "'data-dir'/'workdir', or run inside `fedsynth simulate`"
         )
     cfg = simulated_site(spec.out, spec.scenario, int(node_config["partition-id"]) + 1)
-    return SiteRuntime(cfg, find_private_key(site_key_dir(cfg.workdir)), 1, spec.audit_dir)
+    return SiteRuntime(cfg, find_private_key(site_key_dir(cfg.workdir)), 1, spec.audit_dir,
+                       spec.scenario.policy_of(cfg.id))
 
 
 @dataclass

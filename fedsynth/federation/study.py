@@ -73,7 +73,7 @@ class Study:
         r, t = self.ctx, self.spec.scenario.training
         second = Phase(t.second_strategy)
         steps: list[tuple[Phase, Callable[[], None]]] = [
-            (Phase.TRAIN_GENERATORS, lambda: train_generators(r)),
+            (Phase.TRAIN_GENERATORS, self._train_generators),
             (Phase.PUBLISH, self._publish),
             (Phase.SYNTHETIC_POOL, lambda: synthetic_pool(r)),
             (Phase.FEDAVG, lambda: weight_averaging(r, Phase.FEDAVG)),
@@ -86,8 +86,12 @@ class Study:
         steps.append((Phase.EVALUATION, lambda: evaluate(r, self.state.evaluations, self._save)))
         return steps
 
+    def _train_generators(self) -> None:
+        self.state.generators.update(train_generators(self.ctx))
+
     def _publish(self) -> None:
-        self.state.privacy.update(publish(self.ctx, self.state.rejected_bundles))
+        st = self.state
+        st.privacy.update(publish(self.ctx, st.rejected_bundles, st.study_id, st.publish_nonce, st.generators))
 
     # ----------------------------------------------------------------- state
     def _save(self) -> None:

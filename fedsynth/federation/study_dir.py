@@ -7,7 +7,7 @@ simulated sites and the CLI agree on where things are:
 OUT/study.json                  the StudySpec (scenario, mode, key registry, ...)
 OUT/cohort/site-<k>/            simulation: each site's NIfTI volumes
 OUT/sites/site-<k>/             simulation: each site's workdir (keys/, slices/, generator/, published/)
-OUT/coordinator/site-keys/      the registry of the sites' public signing keys
+OUT/coordinator/site-keys/      the registry: each site's public signing key and policy digest
 OUT/coordinator/state.json      finished phases, evaluations, bytes (resume)
 OUT/pool/                       the synthetic pool (objects/ + manifest.sqlite)
 OUT/models/<method>.pt          every trained network
@@ -29,6 +29,7 @@ variables.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from pydantic import Field
 from fedsynth.config import SiteConfig, StrictModel, load_toml, validate
 from fedsynth.errors import ConfigError
 from fedsynth.federation.config import CoordinatorSettings, ScenarioConfig, load_scenario
-from fedsynth.io_utils import write_json_atomic
+from fedsynth.io_utils import write_bytes_atomic, write_json_atomic
 
 __all__ = [
     "STUDY_FILE",
@@ -50,7 +51,10 @@ __all__ = [
     "find_private_key",
     "find_spec",
     "load_spec",
+    "policy_file",
     "prepare_simulation",
+    "registered_key",
+    "registered_policy",
     "resolve_study",
     "simulated_site",
     "site_key_dir",
@@ -180,6 +184,31 @@ def find_private_key(keydir: Path) -> Path:
     return cands[0]
 
 
+_SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # SiteConfig.id: never a path
+
+
+def _registry_file(site_keys: Path, site_id: str, suffix: str) -> Path:
+    if not _SITE_ID.fullmatch(site_id) or site_id in (".", ".."):
+        raise ConfigError(f"{site_id[:40]!r} is not a site id (letters, digits, '.', '_', '-')")
+    return Path(site_keys) / f"{site_id}{suffix}"
+
+
+def registered_key(site_keys: Path, site_id: str) -> Path:
+    """Where the coordinator's registry keeps a site's public signing key (``<site-id>.pub``)."""
+    return _registry_file(site_keys, site_id, ".pub")
+
+
+def policy_file(site_keys: Path, site_id: str) -> Path:
+    """Where the coordinator's registry keeps a site's privacy-policy digest (``<site-id>.policy``)."""
+    return _registry_file(site_keys, site_id, ".policy")
+
+
+def registered_policy(site_keys: Path, site_id: str) -> str | None:
+    """The site's privacy-policy digest registered with the coordinator, if any."""
+    path = policy_file(site_keys, site_id)
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
+
+
 def simulated_site(out: Path, scenario: ScenarioConfig, index: int) -> SiteConfig:
     """Site ``index`` (1-based) of a simulated study rooted at ``out``."""
     c = scenario.cohort
@@ -203,7 +232,7 @@ def prepare_simulation(
     Makes what real hospitals would already have: one folder of NIfTI
     volumes per site, each site's signing key in the site's own workdir (made
     there, as a site would), and the coordinator's registry of the public
-    halves. Idempotent: an existing cohort with the same settings and
+    halves and of each site's privacy-policy digest. Idempotent: an existing cohort with the same settings and
     existing keys are reused.
     """
     from fedsynth.data.cohort import make_cohort
@@ -222,7 +251,8 @@ def prepare_simulation(
         keydir = site_key_dir(site.workdir)
         if not (keydir / "site.key").is_file():
             generate_site_key(keydir)
-        shutil.copyfile(keydir / "site.pub", layout.registry / f"{site.id}.pub")
+        shutil.copyfile(keydir / "site.pub", registered_key(layout.registry, site.id))
+        write_bytes_atomic(policy_file(layout.registry, site.id), scenario.policy_of(site.id).digest().encode())
     spec = StudySpec(scenario=scenario, out=out, site_keys=layout.registry, mode="simulation",
                      audit_dir=Path(audit_dir).resolve() if audit_dir else None)
     write_spec(spec)

@@ -12,6 +12,8 @@ Older files (phase names with ``_``) are read as this version's names.
 from __future__ import annotations
 
 import json
+import secrets
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,11 @@ class StudyState(StrictModel):
     evaluations: dict[str, dict[str, dict[str, list[float]]]] = Field(
         default_factory=dict, description="model -> site -> metric -> per-image values")
     privacy: dict[str, dict[str, Any]] = Field(default_factory=dict, description="the report's privacy rows")
+    study_id: str = Field(default_factory=lambda: uuid.uuid4().hex,
+                          description="this study's id, signed into every certificate it receives")
+    publish_nonce: str = Field(default_factory=lambda: secrets.token_hex(16),
+                               description="the publish request's nonce (kept, so a resumed study asks the same)")
+    generators: dict[str, str] = Field(default_factory=dict, description="site -> generator checkpoint hash")
     missing: dict[str, str] = Field(default_factory=dict, description="site -> why it left the study")
     rejected_bundles: dict[str, str] = Field(default_factory=dict, description="site -> why nothing was pooled")
 

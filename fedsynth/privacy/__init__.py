@@ -17,10 +17,14 @@ from fedsynth.lazy import lazy_exports
 
 exports = {
     "METRICS": "fedsynth.privacy.config",
+    "Binding": "fedsynth.privacy.certificate",
     "Certificate": "fedsynth.privacy.certificate",
     "CheckResult": "fedsynth.privacy.gate",
+    "Expected": "fedsynth.privacy.signing",
     "GateConfig": "fedsynth.privacy.config",
+    "GatePolicy": "fedsynth.privacy.policy",
     "GateResult": "fedsynth.privacy.gate",
+    "PolicyRefusal": "fedsynth.privacy.policy",
     "PrivacyGate": "fedsynth.privacy.gate",
     "ReferenceIndex": "fedsynth.privacy.search",
     "SignedCertificate": "fedsynth.privacy.certificate",
@@ -43,12 +47,19 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, exports)
 if TYPE_CHECKING:  # pragma: no cover
     from fedsynth.digests import array_digest as fingerprint  # noqa: F401
     from fedsynth.digests import array_digest as image_digest  # noqa: F401
-    from fedsynth.privacy.certificate import Certificate, SignedCertificate, parse_certificate  # noqa: F401
+    from fedsynth.privacy.certificate import (  # noqa: F401
+        Binding,
+        Certificate,
+        SignedCertificate,
+        parse_certificate,
+    )
     from fedsynth.privacy.config import METRICS, GateConfig  # noqa: F401
     from fedsynth.privacy.gate import CheckResult, GateResult, PrivacyGate  # noqa: F401
     from fedsynth.privacy.metrics import ncc_robust, pixel_rmse  # noqa: F401
+    from fedsynth.privacy.policy import GatePolicy, PolicyRefusal  # noqa: F401
     from fedsynth.privacy.search import ReferenceIndex  # noqa: F401
     from fedsynth.privacy.signing import (  # noqa: F401
+        Expected,
         canonical_json,
         generate_site_key,
         load_private_key,

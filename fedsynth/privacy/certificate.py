@@ -5,7 +5,7 @@ the pool's manifest and summarised in the report. One definition of its
 fields (and of the acceptance rule) keeps the four places from drifting
 apart; a certificate that does not fit the model is malformed, whoever made it.
 
-The signed bytes are :func:`fedsynth.privacy.canonical_json` of
+The signed bytes are :func:`fedsynth.privacy.canonical_json` (RFC 8785) of
 :meth:`Certificate.body`: exactly the fields the gate set (optional fields
 it left out stay out), so parsing a received body and dumping it again gives
 the same bytes.
@@ -28,6 +28,7 @@ from fedsynth.privacy.config import GateConfig
 __all__ = [
     "FORMAT",
     "AcceptanceMargin",
+    "Binding",
     "CandidateRecord",
     "Certificate",
     "Companions",
@@ -93,6 +94,21 @@ class CandidateRecord(_Part):
     digest: str | None = None
 
 
+class Binding(_Part):
+    """Who published this, into which study, answering which request, under which policy, with which key.
+
+    Inside the signed body, so none of it can be changed or stripped without
+    breaking the signature; the coordinator checks every field.
+    """
+
+    site_id: str
+    study_id: str
+    nonce: str
+    policy_digest: str
+    key_id: str
+    algorithm: Literal["ed25519"] = "ed25519"
+
+
 class Summary(_Part):
     """Counts of one gate run."""
 
@@ -121,6 +137,7 @@ class Certificate(_Part):
     images: list[CandidateRecord]
     published: list[str]
     summary: Summary
+    binding: Binding | None = None  # absent from stand-alone `fedsynth gate` certificates
 
     def body(self) -> dict[str, Any]:
         """The JSON object that is signed: every field the maker set, nothing it left out."""

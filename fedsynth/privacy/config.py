@@ -56,8 +56,8 @@ class GateConfig(StrictModel):
     @model_validator(mode="after")
     def _thresholds_cover_metrics(self) -> GateConfig:
         for name, value in self.thresholds.items():
-            if not value >= 0 or value != value:
-                raise ValueError(f"threshold for {name} must be a non-negative number, got {value}")
+            if not value > 0:  # also refuses NaN; a zero threshold would certify exact copies
+                raise ValueError(f"threshold for {name} must be a positive number, got {value}")
         if self.mode == "absolute":
             missing = [m for m in self.metrics if m not in self.thresholds]
             if missing:

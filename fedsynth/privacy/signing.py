@@ -1,19 +1,26 @@
 """Site keys, and signing / verifying publication certificates (Ed25519).
 
-The certificate is serialised canonically (sorted keys, no whitespace, no
-NaN) before signing, so any party re-serialising the same content gets the
-same bytes. It binds the published images through their sha256 digests
+The certificate body is serialised with the JSON Canonicalization Scheme
+(RFC 8785, the ``rfc8785`` package) before signing, so any party, in any
+language, re-serialising the same content gets the same bytes. It binds the
+published images through their sha256 digests
 (:func:`fedsynth.digests.array_digest`, public as ``fedsynth.privacy.image_digest``):
 verification fails if one byte of the certificate or of any image changes,
 if an image is added, dropped or reordered, or if the key is not the site's.
+
+A certificate published into a study also carries its :class:`Binding` inside
+the signed body — the site, the study, the coordinator's request nonce, the
+site's policy digest, the signing algorithm and key id — so it cannot be
+replayed into another study or passed off under another key; the verifier
+checks each against what it expects (:class:`Expected`).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +29,10 @@ import numpy as np
 from fedsynth.digests import array_digest
 from fedsynth.errors import ConfigError, GateError
 from fedsynth.io_utils import write_bytes_atomic
-from fedsynth.privacy.certificate import Certificate, SignedCertificate, parse_certificate
+from fedsynth.privacy.certificate import Binding, Certificate, SignedCertificate, parse_certificate
 
 __all__ = [
+    "Expected",
     "canonical_json",
     "generate_site_key",
     "load_private_key",
@@ -37,10 +45,27 @@ __all__ = [
 
 
 def canonical_json(obj: Any) -> bytes:
+    """RFC 8785 canonical JSON of ``obj`` (sorted keys, no whitespace, ECMAScript numbers, UTF-8); no NaN."""
+    import rfc8785
+
     try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-    except ValueError as err:
+        return rfc8785.dumps(obj)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as err:
         raise GateError(f"certificate is not canonical JSON: {err}") from None
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a verifier requires of a certificate's binding; ``None`` fields are not checked.
+
+    ``policy_digest`` is the site's policy digest registered with the
+    coordinator (out of band, like the public key), when there is one.
+    """
+
+    site_id: str
+    study_id: str
+    nonce: str
+    policy_digest: str | None = None
 
 
 def generate_site_key(directory: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
@@ -106,24 +131,46 @@ def public_key_id(public_key: Any) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def sign_certificate(certificate: Certificate | dict[str, Any], private_key: Any) -> SignedCertificate:
+def sign_certificate(
+    certificate: Certificate | dict[str, Any],
+    private_key: Any,
+    *,
+    site_id: str | None = None,
+    study_id: str | None = None,
+    nonce: str | None = None,
+    policy_digest: str | None = None,
+) -> SignedCertificate:
     """Sign a certificate body (:meth:`Certificate.body`, or a raw body) with the site's key.
 
+    With ``site_id``/``study_id``/``nonce``/``policy_digest`` the body gets a
+    :class:`Binding` (with this key's id and the algorithm) before signing.
     A raw dict is signed as it is: that is how a tampered or hand-made
     certificate is produced in tests, and verification then judges it.
     """
-    body = certificate.body() if isinstance(certificate, Certificate) else certificate
+    key_id = public_key_id(private_key.public_key())
+    if isinstance(certificate, Certificate):
+        if site_id is not None:
+            binding = Binding(site_id=site_id, study_id=str(study_id), nonce=str(nonce),
+                              policy_digest=str(policy_digest), key_id=key_id, algorithm="ed25519")
+            certificate = certificate.model_copy(update={"binding": binding})
+        body = certificate.body()
+    else:
+        body = certificate
     sig = private_key.sign(canonical_json(body))
     return SignedCertificate(certificate=body, signature=base64.b64encode(sig).decode("ascii"),
-                             algorithm="ed25519", key_id=public_key_id(private_key.public_key()))
+                             algorithm="ed25519", key_id=key_id)
 
 
-def verify_certificate(signed: Any, public_key: Any, images: np.ndarray) -> Certificate:
+def verify_certificate(
+    signed: Any, public_key: Any, images: np.ndarray, expected: Expected | None = None
+) -> Certificate:
     """Check signature, image binding and internal consistency; return the certificate or raise GateError.
 
     ``signed`` is untrusted input (a :class:`SignedCertificate` or the dict
     that arrived): the signature is checked over the body exactly as
     received, and only then is the body read as a :class:`Certificate`.
+    With ``expected`` the body must carry a binding to that site, study and
+    request nonce (and policy digest, when given), signed with this key.
     """
     from cryptography.exceptions import InvalidSignature
 
@@ -144,6 +191,8 @@ def verify_certificate(signed: Any, public_key: Any, images: np.ndarray) -> Cert
         raise GateError("signature does not verify: the certificate was altered or signed by another key") from None
     cert = parse_certificate(body)
     cert.check_consistency()
+    if expected is not None:
+        _check_binding(cert, expected, key, signed)
     images = np.asarray(images)
     digests = cert.published
     if images.ndim != 3 or len(images) != len(digests):
@@ -153,3 +202,20 @@ def verify_certificate(signed: Any, public_key: Any, images: np.ndarray) -> Cert
         if array_digest(img) != d:
             raise GateError(f"image {i} does not match its certified digest")
     return cert
+
+
+def _check_binding(cert: Certificate, expected: Expected, public_key: Any, envelope: dict[str, Any]) -> None:
+    """The signed binding names this site, study, request, policy and key; else GateError (a replay or a swap)."""
+    b = cert.binding
+    if b is None:
+        raise GateError("certificate is not bound to a study (no site, study or nonce in the signed body)")
+    checks = [("site id", b.site_id, expected.site_id), ("study id", b.study_id, expected.study_id),
+              ("request nonce", b.nonce, expected.nonce), ("key id", b.key_id, public_key_id(public_key)),
+              ("envelope key id", envelope.get("key_id"), b.key_id),
+              ("envelope algorithm", envelope.get("algorithm", "ed25519"), b.algorithm)]
+    if expected.policy_digest is not None:
+        checks.append(("site policy digest", b.policy_digest, expected.policy_digest))
+    for what, got, want in checks:
+        if got != want:
+            raise GateError(f"certificate {what} {str(got)[:24]!r} does not match the expected {str(want)[:24]!r} "
+                            "(replayed from another study or request, or altered)")

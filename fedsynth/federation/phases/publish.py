@@ -4,8 +4,10 @@ The site generates, gates and signs its whole bundle on the first request
 and caches it; the coordinator fetches it in chunks of
 ``publish.chunk_images`` (:class:`~fedsynth.federation.protocol.BundleAssembler`
 refuses missing, overlapping or misfit chunks), then the pool verifies the
-signature against the site's *registered* key and the exact images before
-anything is stored. A site whose gate publishes nothing, or whose bundle is
+signature against the site's *registered* key and the exact images, the
+signed binding to this site, study and request nonce (and the site's
+registered policy digest), and that the certificate is at least as strict as
+the request (:func:`answers_request`), before anything is stored. A site whose gate publishes nothing, or whose bundle is
 rejected, stays in the study (that is a privacy outcome, not a failure) and
 is named under ``rejected_bundles``.
 """
@@ -22,22 +24,29 @@ from fedsynth.federation import protocol as P
 from fedsynth.federation.names import Method
 from fedsynth.federation.phases import StudyRun
 from fedsynth.federation.roster import Site, StudyError
+from fedsynth.federation.study_dir import registered_key, registered_policy
 
 __all__ = ["privacy_row", "publish"]
 
 log = logging.getLogger(__name__)
 
 
-def publish(run: StudyRun, rejected: dict[str, str]) -> dict[str, dict[str, Any]]:
+def publish(
+    run: StudyRun, rejected: dict[str, str], study_id: str, nonce: str, generators: dict[str, str]
+) -> dict[str, dict[str, Any]]:
     """Publish from every live site whose bundle is not pooled yet; returns the privacy row of every live site.
 
-    ``rejected`` (site id -> reason) is updated with sites whose gate failed or
-    whose bundle the pool refused.
+    ``study_id`` and ``nonce`` go into the request and must come back inside
+    each signed certificate; ``generators`` (site -> checkpoint hash) is what
+    each certificate must name. ``rejected`` (site id -> reason) is updated
+    with sites that refused the request, whose gate failed, or whose bundle
+    the pool refused.
     """
     sc = run.spec.scenario
     pub = sc.publish
     request = P.PublishRequest(gate=sc.gate, quota=pub.quota, max_attempts=pub.candidate_limit(), seed=sc.seed,
-                               sample_steps=int(sc.generator.sample_steps or 0), chunk_images=pub.chunk_images)
+                               study_id=study_id, nonce=nonce, sample_steps=int(sc.generator.sample_steps or 0),
+                               chunk_images=pub.chunk_images)
     alive = run.roster.alive()
     todo = [s for s in alive if not run.pool.bundles(site=s.site_id, verified=True)]
     for s in alive:
@@ -49,15 +58,45 @@ def publish(run: StudyRun, rejected: dict[str, str]) -> dict[str, dict[str, Any]
                                errors=rejected)
         for s in todo:
             if s.site_id in first:
-                _fetch_bundle(run, s, first[s.site_id], request, rejected)
+                _fetch_bundle(run, s, first[s.site_id], request, rejected, generators.get(s.site_id))
     rows = {s.site_id: privacy_row(run, s.site_id, rejected) for s in run.roster.alive()}
     if run.pool.count() == 0:
-        raise StudyError("no site published an accepted bundle; the pool is empty")
+        raise StudyError("no site published an accepted bundle; the pool is empty ("
+                         + "; ".join(f"{k}: {v}" for k, v in sorted(rejected.items())) + ")")
     return rows
 
 
+def answers_request(cert: Any, request: P.PublishRequest, site: Site, generator_hash: str | None) -> None:
+    """A verified certificate is at least as strict as the request it answers; GateError otherwise.
+
+    The site may run a stricter gate (its own policy), never a weaker one:
+    every requested metric, a calibration percentile and thresholds at least
+    the requested ones, companions and transforms covered, no more images or
+    candidates than asked for, the site's image size and the generator it
+    reported.
+    """
+    from fedsynth.privacy import GatePolicy
+
+    floor = GatePolicy.from_request(request.gate, request.quota, request.max_attempts)
+    short = floor.shortfalls(cert.config, cert.summary.n_published, cert.summary.n_candidates)
+    if request.gate.mode == "calibrated" and cert.config.mode != "calibrated":
+        short.append("a calibrated gate was requested, an absolute one was run")
+    thresholds = cert.thresholds()
+    for m, t in sorted(request.gate.thresholds.items()):
+        if thresholds.get(m, 0.0) < t:
+            short.append(f"threshold {m} {thresholds.get(m, 0.0):g} is below the requested {t:g}")
+    if sorted(thresholds) != sorted(cert.config.metrics):
+        short.append("thresholds do not cover exactly the certified metrics")
+    if cert.reference.image_shape != [site.info.image_size] * 2:
+        short.append(f"image shape {cert.reference.image_shape} is not the site's {site.info.image_size}px")
+    if generator_hash is not None and cert.generator_hash != generator_hash:
+        short.append("the generator is not the one the site reported")
+    if short:
+        raise GateError("certificate does not answer the request: " + "; ".join(short))
+
+
 def _fetch_bundle(run: StudyRun, site: Site, first: Message, request: P.PublishRequest,
-                  rejected: dict[str, str]) -> None:
+                  rejected: dict[str, str], generator_hash: str | None) -> None:
     head = P.PublishChunk.from_content(first.content)
     asm = P.BundleAssembler(head.n_total)
     asm.add(0, head.images)
@@ -71,14 +110,17 @@ def _fetch_bundle(run: StudyRun, site: Site, first: Message, request: P.PublishR
         chunk = P.PublishChunk.from_content(rep[site.site_id].content)
         asm.add(chunk.offset, chunk.images)
     images = asm.images()
-    key_path = run.spec.site_keys / f"{site.site_id}.pub"
+    key_path = registered_key(run.spec.site_keys, site.site_id)
     try:
         if not key_path.is_file():
             raise GateError(f"no registered public key for {site.site_id} ({key_path.name})")
-        from fedsynth.privacy import load_public_key
+        from fedsynth.privacy import Expected, load_public_key
 
+        expected = Expected(site_id=site.site_id, study_id=request.study_id, nonce=request.nonce,
+                            policy_digest=registered_policy(run.spec.site_keys, site.site_id))
         signed = head.signed.model_dump(mode="json") if head.signed is not None else {}
-        rec = run.pool.add_bundle(site.site_id, images, signed, load_public_key(key_path))
+        rec = run.pool.add_bundle(site.site_id, images, signed, load_public_key(key_path), expected=expected,
+                                  conforms=lambda cert: answers_request(cert, request, site, generator_hash))
         log.info("site %s: %d images verified and pooled (%d new)", site.site_id, rec.n_images, rec.n_new)
     except GateError as err:
         log.error("site %s: bundle REJECTED: %s", site.site_id, err)
@@ -95,6 +137,7 @@ def privacy_row(run: StudyRun, site_id: str, rejected: dict[str, str]) -> dict[s
                 "status": rejected.get(site_id, "no bundle")}
     cert = parse_certificate(bundles[-1]["certificate"]["certificate"])
     return {
+        "policy_digest": cert.binding.policy_digest if cert.binding else None,
         "threshold": cert.thresholds(),
         "min_nn_distance": dict(cert.summary.min_nearest_published),
         "n_published": run.pool.count(site_id),

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedsynth.config import format_validation_error
 from fedsynth.federation.protocol.keys import (
@@ -120,7 +120,7 @@ class PingRequest(_Fields):
 class SiteInfo(_Fields):
     """Reply to ``query.ping``: public facts about a site, counts only."""
 
-    site_id: str
+    site_id: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # names registry files: never a path
     modality: str
     n_train: int
     n_test: int
@@ -175,24 +175,28 @@ class GeneratorReply(_Fields):
 class PublishRequest(BaseModel):
     """``query.publish``: images ``offset ... offset + chunk_images`` of the site's gate-certified bundle.
 
-    The gate settings are the coordinator's *request*; the site validates them
-    (and, with a site policy, may refuse them).
+    The gate settings, quota and candidate budget are the coordinator's
+    *request*: the site runs the stricter of them and its own privacy policy,
+    and refuses a request that asks for less. ``study_id`` and ``nonce`` are
+    signed into the certificate, so the bundle answers this request only.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     gate: GateConfig
-    quota: int
-    max_attempts: int
+    quota: int = Field(..., ge=1)
+    max_attempts: int = Field(..., ge=1)
+    study_id: str = Field(..., min_length=1, max_length=128)  # signed into the certificate
+    nonce: str = Field(..., min_length=16, max_length=128)  # this request's; signed into the certificate
     seed: int = 0
-    sample_steps: int = 0  # 0: the generator profile's default
-    chunk_images: int = 0  # 0: the whole bundle in one reply
-    offset: int = 0
+    sample_steps: int = Field(0, ge=0)  # 0: the generator profile's default
+    chunk_images: int = Field(0, ge=0)  # 0: the whole bundle in one reply
+    offset: int = Field(0, ge=0)
 
     def to_content(self) -> RecordDict:
         return RecordDict({CONFIG_KEY: ConfigRecord({
             "gate": config_json(self.gate), "quota": self.quota, "max-attempts": self.max_attempts,
-            "seed": self.seed, "sample-steps": self.sample_steps, "chunk-images": self.chunk_images,
-            "offset": self.offset})})
+            "study-id": self.study_id, "nonce": self.nonce, "seed": self.seed,
+            "sample-steps": self.sample_steps, "chunk-images": self.chunk_images, "offset": self.offset})})
 
     @classmethod
     def from_content(cls, content: RecordDict) -> PublishRequest:
