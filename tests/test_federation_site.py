@@ -138,3 +138,23 @@ def test_a_request_weaker_than_the_site_policy_is_refused_with_its_reason(tmp_pa
         assert part in reason, reason
     assert str(tmp_path) not in reason
     assert not (tmp_path / "work" / "published").exists()  # nothing generated, nothing cached
+
+
+def test_a_study_cannot_exceed_the_policy_by_asking_again(tmp_path: Path) -> None:
+    """max_images holds per study across requests (new nonces), not per request."""
+    toml = _site_toml(tmp_path, audit=False)
+    toml.write_text(toml.read_text() + "[privacy]\nmax_images = 10\n")
+    app = build_client_app(audit=False)
+    ctx = _context({"site-config": str(toml)})
+
+    def ask(nonce: str, study: str = "s1") -> Message:
+        content = RecordDict({P.CONFIG_KEY: ConfigRecord({"gate": json.dumps({}), "quota": 6, "max-attempts": 9,
+                                                          "study-id": study, "nonce": nonce})})
+        return app(Message(content, dst_node_id=3, message_type=P.MSG_PUBLISH), ctx)
+
+    first = ask("a" * 32)  # within the limit: fails later only because this site has no generator yet
+    assert first.has_error() and not first.error.reason.startswith("PolicyRefusal")
+    assert not ask("a" * 32).error.reason.startswith("PolicyRefusal")  # the same request again: counted once
+    second = ask("b" * 32)
+    assert second.error.reason.startswith("PolicyRefusal") and "12 images (at most 10)" in second.error.reason
+    assert not ask("c" * 32, study="s2").error.reason.startswith("PolicyRefusal")  # another study starts afresh

@@ -100,6 +100,7 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
 
     policy = s.runtime.policy
     cfg = policy.apply(req.gate, req.quota, req.max_attempts)  # PolicyRefusal before anything is generated
+    _reserve(s, req)  # the policy's per-study limits hold across requests too
     s.use_threads()
     img_path, cert_path = _bundle_paths(s)
     gen = load_generator(_generator_dir(s))
@@ -137,6 +138,32 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
     write_bytes_atomic(img_path, buf.getvalue())
     write_json_atomic(cert_path, {"request": request, "signed": signed.model_dump(mode="json"), "stats": stats})
     return accepted, signed, stats
+
+
+def _reserve(s: SiteSession, req: P.PublishRequest) -> None:
+    """Count this request against the study's limits in the site's ledger; PolicyRefusal when over.
+
+    ``published/ledger.json`` holds, per study id and request nonce, the
+    images and candidates the site agreed to; a coordinator cannot exceed
+    ``max_images``/``max_candidates`` for one study by sending more requests.
+    A request is counted once (its nonce), and before generation, so a crash
+    never under-counts.
+    """
+    from fedsynth.privacy import PolicyRefusal
+
+    path = s.runtime.workdir / "published" / "ledger.json"
+    ledger: dict[str, dict[str, dict[str, int]]] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    study = ledger.setdefault(req.study_id, {})
+    others = [v for k, v in study.items() if k != req.nonce]
+    images = sum(v["images"] for v in others) + req.quota
+    candidates = sum(v["candidates"] for v in others) + req.max_attempts
+    policy = s.runtime.policy
+    if images > policy.max_images or candidates > policy.max_candidates:
+        raise PolicyRefusal(f"refused by the site's privacy policy: this study would receive {images} images "
+                            f"(at most {policy.max_images}) from {candidates} candidates (at most "
+                            f"{policy.max_candidates}) over {len(others) + 1} requests")
+    study[req.nonce] = {"images": req.quota, "candidates": req.max_attempts}
+    write_json_atomic(path, ledger)
 
 
 def publish(s: SiteSession, req: P.PublishRequest) -> P.PublishChunk:
