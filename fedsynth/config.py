@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fedsynth.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_VOXELS",
     "IngestSettings",
     "Modality",
     "SiteConfig",
@@ -29,6 +31,11 @@ __all__ = [
 
 Modality = Literal["ct", "mri", "pet"]
 M = TypeVar("M", bound=BaseModel)
+
+#: Largest volume ingest reads, in voxels (all frames): ~10 CTs of 512 x 512 x 400, 4 GB as float32.
+DEFAULT_MAX_VOXELS = 1_000_000_000
+#: Largest voxel data ingest reads, in bytes as stored (voxels x bytes per voxel of the header's dtype).
+DEFAULT_MAX_BYTES = 8 * 2**30
 
 
 class StrictModel(BaseModel):
@@ -52,6 +59,16 @@ class IngestSettings(StrictModel):
     )
     frame: int | None = Field(
         None, ge=0, description="for 4-D volumes: which frame to use (4-D is an error without it)"
+    )
+    # The two bounds below only refuse input (checked on the header, before any voxel is read),
+    # they never change a slice, so they are not part of the slice store's key.
+    max_voxels: int = Field(
+        DEFAULT_MAX_VOXELS, ge=1,
+        description="refuse a volume whose header claims more voxels than this (all frames counted)",
+    )
+    max_bytes: int = Field(
+        DEFAULT_MAX_BYTES, ge=1,
+        description="refuse a volume whose voxel data, as stored (voxels x bytes per voxel), exceeds this",
     )
 
     @model_validator(mode="after")

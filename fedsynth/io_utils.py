@@ -3,7 +3,8 @@
 A killed process must never leave a half-written cache, checkpoint, pool
 entry or certificate behind: readers would trust it. Everything durable is
 written to a temporary file in the destination directory and moved into place
-with :func:`os.replace`, which is atomic on POSIX file systems.
+with :func:`os.replace`, which is atomic on POSIX file systems; the directory
+is then fsynced too, so the rename itself survives a power loss.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_dir", "atomic_write", "write_bytes_atomic", "write_json_atomic"]
+__all__ = ["atomic_dir", "atomic_write", "fsync_dir", "write_bytes_atomic", "write_json_atomic"]
 
 
 @contextlib.contextmanager
@@ -31,10 +32,25 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def fsync_dir(directory: str | Path) -> None:
+    """Flush a directory's entries (a rename is durable only once its directory is); no-op where unsupported."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -69,9 +85,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
                 shutil.rmtree(old)
             os.replace(path, old)
             os.replace(tmp, path)
+            fsync_dir(path.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+            fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

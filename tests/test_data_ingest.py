@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from fixtures.nifti import make_site, write_array, write_ct
+from fixtures.nifti import make_site, write_array, write_ct, write_header_only
 
 from fedsynth.cli import main
 from fedsynth.config import IngestSettings
@@ -230,6 +232,17 @@ def _bad_site(tmp_path: Path, kind: str) -> Path:
         write_array(bad, data)
     elif kind == "duplicate":
         write_ct(site / "p000.nii", seed=5)
+    elif kind == "huge_header":
+        write_header_only(bad, (30000, 30000, 30000))
+    elif kind == "huge_4d_header":
+        bad = site / "zzz.nii"
+        write_header_only(bad, (512, 512, 512, 32), dtype=np.float64)  # 4.3e9 voxels
+    elif kind == "wide_dtype_header":
+        write_header_only(bad, (1024, 1024, 800), dtype=np.complex128)  # 8.4e8 voxels but 12.5 GiB
+    elif kind == "zero_dim_header":
+        write_header_only(bad, (64, 0, 16))
+    elif kind == "negative_dim_header":
+        write_header_only(bad, (64, -64, 16))
     elif kind == "empty":
         site = tmp_path / "empty"
         site.mkdir()
@@ -245,6 +258,13 @@ BAD = {
     "nan": "2 voxel(s) are NaN or infinite",
     "duplicate": "duplicate patient id 'p000'",
     "empty": "no NIfTI volumes",
+    "huge_header": "header shape (30000, 30000, 30000) is 27,000,000,000,000 voxels, above the bound of "
+                   "1,000,000,000 (ingest setting max_voxels)",
+    "huge_4d_header": "header shape (512, 512, 512, 32) is 4,294,967,296 voxels, above the bound of 1,000,000,000",
+    "wide_dtype_header": "header shape (1024, 1024, 800) of complex128 is 13,421,772,800 bytes of voxel data, "
+                         "above the bound of 8,589,934,592 (ingest setting max_bytes)",
+    "zero_dim_header": "header shape (64, 0, 16) has a zero or negative dimension",
+    "negative_dim_header": "header shape (64, -64, 16) has a zero or negative dimension",
 }
 
 
@@ -263,6 +283,102 @@ def test_bad_input_one_line_exit_2_nothing_written(
     if kind not in {"empty", "duplicate"}:
         assert "zzz.nii" in err  # the culprit is named
     assert not out.exists() or not any(out.iterdir())
+
+
+# --- headers that claim more than any scan: refused on the header, before a voxel is read --------
+
+
+def test_oversized_header_is_refused_before_reading_voxels(tmp_path: Path) -> None:
+    site = make_site(tmp_path / "site", n_patients=3)
+    write_header_only(site / "zzz.nii.gz", (30000, 30000, 30000))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"zzz\.nii\.gz: header shape \(30000, 30000, 30000\)") as err:
+            ingest_site(site, "ct", tmp_path / "cache", size=16, progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "\n" not in str(err.value)
+    assert peak < 64 * 2**20  # the claimed 54 TB (or any part of it) was never allocated
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    # Reading a NIfTI directory for the gate goes through the same check.
+    with pytest.raises(DataError, match="max_voxels"):
+        read_image_stack(site, size=16, modality="ct")
+
+
+def test_size_bounds_are_settings_and_not_part_of_the_store_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site, out = make_site(tmp_path / "site", n_patients=4), tmp_path / "cache"  # 40 x 40 x 6 int16
+    assert IngestSettings().max_voxels == 1_000_000_000 and IngestSettings().max_bytes == 8 * 2**30
+    with pytest.raises(DataError, match=r"p000\.nii\.gz: header shape \(40, 40, 6\) is 9,600 voxels, above "
+                                        r"the bound of 9,599 \(ingest setting max_voxels\)"):
+        ingest_site(site, "ct", out, progress=False, settings=IngestSettings(size=16, max_voxels=9599))
+    with pytest.raises(DataError, match=r"of int16 is 19,200 bytes of voxel data, above the bound of 19,199"):
+        ingest_site(site, "ct", out, progress=False, settings=IngestSettings(size=16, max_bytes=19199))
+    code = main(["data", "ingest", str(site), "--modality", "ct", "--size", "16", "--out", str(out),
+                 "--max-voxels", "100"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("fedsynth: error: ") and "above the bound of 100 " in err
+    assert len(err.splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+    # A bound only refuses input: at or above the volumes' size it gives the default's store.
+    exact = ingest_site(site, "ct", out, progress=False,
+                        settings=IngestSettings(size=16, max_voxels=9600, max_bytes=19200))
+    default = ingest_site(site, "ct", tmp_path / "other", size=16, progress=False)
+    assert exact.path.name == default.path.name and exact.meta["key"] == default.meta["key"]
+    assert "max_voxels" not in exact.meta["settings"]
+    np.testing.assert_array_equal(exact.images, default.images)
+
+
+# --- all-air or empty volumes: left out, and named ------------------------------------------------
+
+
+def _site_with_air(tmp_path: Path) -> Path:
+    site = make_site(tmp_path / "site", n_patients=4)
+    write_array(site / "p900.nii.gz", np.full((40, 40, 6), -1000.0, np.float32))  # all air
+    write_array(site / "p901.nii", np.full((40, 40, 6), -3000.0, np.float32))  # empty (padding value)
+    return site
+
+
+def test_all_air_volumes_are_named_in_the_store(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    site = _site_with_air(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="fedsynth.data.ingest"):
+        store = ingest_site(site, "ct", tmp_path / "cache", size=16, progress=False)
+    reason = "no slice above body fraction 0.05"
+    assert store.meta["skipped_volumes"] == [{"file": "p900.nii.gz", "patient_id": "p900", "reason": reason},
+                                             {"file": "p901.nii", "patient_id": "p901", "reason": reason}]
+    assert set(store.patients()) == {"p000", "p001", "p002", "p003"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "skipped 2 of 6 volume(s)" in warnings[0]
+    assert warnings[0].endswith(": p900.nii.gz, p901.nii")
+    # The normal volumes' slices are exactly those of a site without the empty ones.
+    for extra in ("p900.nii.gz", "p901.nii"):
+        (site / extra).unlink()
+    clean = ingest_site(site, "ct", tmp_path / "clean", size=16, progress=False)
+    assert clean.meta["skipped_volumes"] == []
+    for pid in clean.patients():
+        np.testing.assert_array_equal(store.images[store.patient_ids == pid], clean.images[clean.patient_ids == pid])
+        np.testing.assert_array_equal(store.slice_indices[store.patient_ids == pid],
+                                      clean.slice_indices[clean.patient_ids == pid])
+
+
+def test_cli_ingest_summary_lists_skipped_volumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = _site_with_air(tmp_path)
+    argv = ["data", "ingest", str(site), "--modality", "ct", "--size", "16", "--out", str(tmp_path / "c")]
+    for _ in range(2):  # the second run is a cache hit: the store still names them
+        assert main(argv) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert [v["file"] for v in summary["skipped_volumes"]] == ["p900.nii.gz", "p901.nii"]
+        assert str(tmp_path) not in json.dumps(summary["skipped_volumes"])  # file names, never paths
+
+
+def test_site_where_no_volume_passes_is_still_an_error(tmp_path: Path) -> None:
+    for i in range(3):
+        write_array(tmp_path / "s" / f"p{i}.nii", np.full((20, 20, 4), -1000.0, np.float32))
+    with pytest.raises(DataError, match="no slice passed the body-fraction filter"):
+        ingest_site(tmp_path / "s", "ct", tmp_path / "c", size=16, progress=False)
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
 
 
 def test_killed_ingest_leaves_no_partial_store(tmp_path: Path) -> None:

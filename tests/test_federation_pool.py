@@ -88,3 +88,66 @@ def test_pool_order_does_not_depend_on_which_site_answered_first(tmp_path):
     second.add_bundle("site-1", a[0], a[1], a[2])
     np.testing.assert_array_equal(first.images(), second.images())
     np.testing.assert_array_equal(second.images()[: len(a[0])], a[0])  # site-1 first, in its certified order
+
+
+def _pool_with_two_sites(tmp_path):
+    a = signed_bundle(tmp_path / "a", seed=1)
+    b = signed_bundle(tmp_path / "b", seed=2)
+    pool = SyntheticPool(tmp_path / "pool")
+    pool.add_bundle("site-1", a[0], a[1], a[2])
+    pool.add_bundle("site-2", b[0], b[1], b[2])
+    from fedsynth.privacy import load_public_key
+
+    keys = {"site-1": load_public_key(a[2]), "site-2": load_public_key(b[2])}
+    return pool, a, b, keys.get
+
+
+def test_check_quarantines_altered_truncated_and_missing_objects(tmp_path):
+    pool, a, b, keys = _pool_with_two_sites(tmp_path)
+    assert pool.check(keys) == []  # an untouched pool checks out
+    d1, d2, d3 = pool.digests("site-1")[:3]
+    obj = pool.objects
+    np.save(obj / f"{d1}.npy", np.zeros_like(a[0][0]))  # zeroed pixels
+    (obj / f"{d2}.npy").write_bytes((obj / f"{d2}.npy").read_bytes()[:100])  # truncated
+    (obj / f"{d3}.npy").unlink()  # deleted
+    bad = pool.check(keys)
+    assert {q.digest for q in bad} == {d1, d2, d3}
+    reasons = {q.digest: q.reason for q in bad}
+    assert "hash" in reasons[d1] and "unreadable" in reasons[d2] and "missing" in reasons[d3]
+    assert pool.count("site-1") == len(a[0]) - 3 and len(pool.images()) == len(a[0]) + len(b[0]) - 3
+    assert (tmp_path / "pool" / "quarantine" / f"{d1}.npy").is_file()
+    assert {q.digest for q in pool.quarantined()} == {d1, d2, d3}
+    assert pool.check(keys) == []  # nothing left to quarantine
+
+
+def test_check_quarantines_rows_that_no_certificate_covers(tmp_path):
+    import sqlite3
+
+    pool, a, b, keys = _pool_with_two_sites(tmp_path)
+    moved = pool.digests("site-2")[0]
+    db = sqlite3.connect(pool.db_path)
+    with db:
+        db.execute("UPDATE images SET site = 'site-1' WHERE digest = ?", (moved,))  # a row moved to another site
+        # an unsigned image inserted as a "site-9" bundle
+        fake = np.random.default_rng(0).random(a[0].shape[1:]).astype(np.float32)
+        from fedsynth.digests import array_digest
+
+        np.save(pool.objects / f"{array_digest(fake)}.npy", fake)
+        db.execute("INSERT INTO bundles VALUES ('b9', 'site-9', '{}', NULL, 1, NULL, 1, 0)")
+        db.execute("INSERT INTO images VALUES (?, 'site-9', 'b9', 0)", (array_digest(fake),))
+    db.close()
+    bad = {q.digest: q for q in pool.check(keys)}
+    assert set(bad) == {moved, array_digest(fake)}
+    assert moved not in pool.digests() and array_digest(fake) not in pool.digests()  # never trained on
+    assert "site-2's" in bad[moved].reason and "no registered public key" in bad[array_digest(fake)].reason
+
+
+def test_a_corrupt_manifest_stops_the_check(tmp_path):
+    pool, a, b, keys = _pool_with_two_sites(tmp_path)
+    raw = bytearray(pool.db_path.read_bytes())
+    assert len(raw) >= 3 * 4096
+    raw[4096:] = np.random.default_rng(0).integers(0, 256, len(raw) - 4096, dtype=np.uint8).tobytes()
+    pool.db_path.write_bytes(bytes(raw))  # every page but the header garbled
+    with pytest.raises(GateError, match="corrupt") as err:
+        pool.check(keys)
+    assert "\n" not in str(err.value)

@@ -264,3 +264,37 @@ def test_a_site_id_claimed_twice_or_shaped_like_a_path_takes_no_part(tmp_path):
     assert [s.site_id for s in st.roster.alive()] == ["site-1"]
     assert st.roster.missing == {"site-2": "claimed by 2 nodes"}
     assert 4 not in st.roster.sites  # malformed site info: the id names registry files, never a path
+
+
+def test_a_site_failing_a_fedavg_round_is_named_and_the_fairness_note_says_so(tmp_path):
+    """Flower's FedAvg drops a failed reply silently; the report must not claim equal epochs."""
+    from fedsynth.federation.phases.weight_averaging import weight_averaging
+    from fedsynth.federation.study_report import build_report
+
+    keys, b = _bundles(tmp_path, 2)
+    rounds = {"site-2": 0}
+
+    def train_or_fail(site_id, inner):
+        def answer(msg):
+            if msg.metadata.message_type == P.MSG_TRAIN:
+                if site_id == "site-2":
+                    rounds["site-2"] += 1
+                    if rounds["site-2"] == 2:
+                        raise RuntimeError("site-2 crashed in round 2")
+                return P.TrainReply(P.weights_of(msg.content), 0.1, 4).to_content()
+            return inner(msg)
+        return answer
+
+    st = _study(tmp_path, {1: train_or_fail("site-1", _site("site-1", b[1])),
+                           2: train_or_fail("site-2", _site("site-2", b[2]))}, keys)
+    from fedsynth.federation.config import TrainingSettings
+
+    st.spec.scenario.training = TrainingSettings(epochs=3, rounds=3)
+    st.roster.connect()
+    weight_averaging(st.ctx, "fedavg")
+    st._save()
+    assert st.state.participants["fedavg"] == [["site-1", "site-2"], ["site-1"], ["site-1", "site-2"]]
+    rep = build_report(st.spec, st.state, ["site-1", "site-2"], {})
+    assert rep.participants["fedavg"][1] == ["site-1"]
+    assert "site-2 trained in 2 of 3 fedavg rounds (2 local epochs)" in rep.notes[0]
+    assert "at every site" not in rep.notes[0]

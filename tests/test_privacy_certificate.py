@@ -132,6 +132,11 @@ def test_cli_gate_verify_and_tamper(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["gate", "--real", str(real), "--synthetic", str(tmp_path / "cands.npy"), "--out",
                  str(tmp_path / "pub"), "--key", str(tmp_path / "k" / "site.key")]) == 0
     out = tmp_path / "pub"
+    # OUT holds only what may be published; the audit (patient ids) is beside it, never inside.
+    assert sorted(p.name for p in out.iterdir()) == ["accepted.npy", "certificate.json", "images.npy"]
+    audit = json.loads((tmp_path / "pub.audit.json").read_text())
+    assert len(audit["candidates"]) == len(cands)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".pub", "pub"))) == ["pub", "pub.audit.json"]
     signed = json.loads((out / "certificate.json").read_text())
     assert signed["certificate"]["summary"]["n_candidates"] == len(cands)
     assert np.load(out / "images.npy").shape[0] == signed["certificate"]["summary"]["n_published"]
@@ -166,7 +171,62 @@ def test_cli_bad_inputs_one_line_nothing_written(tmp_path: Path, capsys: pytest.
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("fedsynth: error:") and "\n" not in err, err
-        assert not Path(argv[argv.index("--out") + 1]).exists()
+        out = Path(argv[argv.index("--out") + 1])
+        assert not out.exists() and not out.with_name(out.name + ".audit.json").exists()
+
+
+def test_cli_gate_audit_path_is_local_and_never_inside_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    refs, ids = cohort(seed=1)
+    others, _ = cohort(seed=2)
+    real = _npz(tmp_path / "real.npz", refs, ids)
+    np.save(tmp_path / "cands.npy", others[:6])
+    gate = ["gate", "--real", str(real), "--synthetic", str(tmp_path / "cands.npy")]
+    local = tmp_path / "local" / "run1-audit.json"
+    assert main([*gate, "--out", str(tmp_path / "pub"), "--audit", str(local)]) == 0
+    assert "local audit (never publish): " + str(local) in capsys.readouterr().out
+    assert json.loads(local.read_text())["candidates"]
+    assert "audit" not in " ".join(p.name for p in (tmp_path / "pub").iterdir())
+    assert not (tmp_path / "pub.audit.json").exists()
+    # Refused before any work, nothing written: an audit inside OUT, or one that would be overwritten.
+    for out, audit, what in ((tmp_path / "o1", tmp_path / "o1" / "audit.json", "inside the output directory"),
+                             (tmp_path / "o2", tmp_path / "o2", "inside the output directory"),
+                             (tmp_path / "o3", local, "audit file exists")):
+        capsys.readouterr()
+        assert main([*gate, "--out", str(out), "--audit", str(audit)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("fedsynth: error:") and "\n" not in err and what in err, err
+        assert not out.exists()
+
+
+def test_cli_gate_accepting_nothing_exits_3_and_still_certifies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedsynth.privacy.commands import EXIT_NOTHING_ACCEPTED
+
+    refs, ids = cohort(seed=1)
+    real = _npz(tmp_path / "real.npz", refs, ids)
+    np.save(tmp_path / "copies.npy", refs[::5])  # every candidate is a copy of a real image
+    n = len(refs[::5])
+    argv = ["gate", "--real", str(real), "--synthetic", str(tmp_path / "copies.npy"), "--out", str(tmp_path / "pub")]
+    capsys.readouterr()
+    assert EXIT_NOTHING_ACCEPTED == 3
+    assert main(argv) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"fedsynth: gate accepted no candidate ({n} evaluated); nothing to publish"
+    out = tmp_path / "pub"
+    assert sorted(p.name for p in out.iterdir()) == ["accepted.npy", "certificate.json", "images.npy"]
+    assert np.load(out / "accepted.npy").shape == (0, *refs.shape[1:])
+    cert = json.loads((out / "certificate.json").read_text())["certificate"]
+    assert cert["summary"]["n_candidates"] == n and cert["summary"]["n_published"] == 0
+    assert all(not im["accepted"] and im["nn_distance"]["pixel_rmse"] < 1e-5 for im in cert["images"])
+    assert (tmp_path / "pub.audit.json").is_file()
+
+
+def test_cli_gate_help_documents_the_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["gate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "3 no candidate accepted" in text and "--audit PATH" in text
 
 
 def test_audit_detects_memorisation() -> None:

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ing = dsub.add_parser(
         "ingest", help="NIfTI directory -> cached, patient-split slice store",
         description="Read every .nii/.nii.gz volume of SITE_DIR (one per patient), normalise, cut "
-        "axial slices, split by patient and write a cached slice store under CACHE_DIR.",
+        "axial slices, split by patient and write a cached slice store under CACHE_DIR. The summary "
+        "lists skipped_volumes: volumes with no slice above the body fraction (all air, empty).",
     )
     ing.add_argument("site_dir", type=Path, metavar="SITE_DIR", nargs="?",
                      help="directory of NIfTI volumes (or use --config)")
@@ -33,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ing.add_argument("--frame", type=int, help="for 4-D volumes: the frame to use")
     ing.add_argument("--hu-window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="CT window in HU (default -1000 1000)")
     ing.add_argument("--percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"), help="MRI/PET percentiles (default 0.5 99.5)")
+    ing.add_argument("--max-voxels", type=int, metavar="N",
+                     help="refuse a volume whose header claims more voxels (default 1e9; checked before reading)")
+    ing.add_argument("--max-bytes", type=int, metavar="N",
+                     help="refuse a volume with more voxel data as stored (default 8 GiB = 8589934592)")
     ing.set_defaults(func=_ingest)
 
     mk = dsub.add_parser(
@@ -58,6 +63,7 @@ def _ingest(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {
         "body_fraction": args.body_fraction, "frame": args.frame,
         "hu_window": args.hu_window, "percentiles": args.percentiles,
+        "max_voxels": args.max_voxels, "max_bytes": args.max_bytes,
     }.items() if v is not None}
     if args.config is not None:
         site = load_toml(args.config, SiteConfig, table="site")
@@ -90,6 +96,8 @@ def _ingest(args: argparse.Namespace) -> int:
         "test_slices": int((store.split == "test").sum()),
         "train_patients": len(store.patients("train")),
         "test_patients": len(store.patients("test")),
+        # Volumes that gave no slice (all air, empty); absent from stores made before this was recorded.
+        "skipped_volumes": store.meta.get("skipped_volumes", []),
     }
     print(json.dumps(summary, indent=2))
     return 0

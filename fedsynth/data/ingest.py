@@ -47,6 +47,8 @@ _INDEX_ENTRIES = 64  # most recent stat keys kept; older ones only cost a conten
 #: a rewrite within the file system's timestamp granularity (2 s on FAT) could keep size and mtime.
 _RACY_NS = 2_000_000_000
 _STORE_NAME = re.compile(r"slices-[0-9a-f]{16}")
+#: IngestSettings fields that only refuse input (see :func:`_store_settings`).
+_INPUT_BOUNDS = frozenset({"max_voxels", "max_bytes"})
 
 
 def patient_id_from_name(path: Path) -> str:
@@ -111,11 +113,21 @@ def discover_volumes(site_dir: str | Path, manifest: str | Path | None = None) -
     return pairs
 
 
+def _store_settings(settings: IngestSettings) -> dict[str, Any]:
+    """The settings that shape a store's slices: all but the input bounds.
+
+    ``max_voxels``/``max_bytes`` only refuse input and never change a slice;
+    keeping them out of the key means raising a bound reuses the existing
+    store (and the keys of stores made before the bounds existed still hold).
+    """
+    return settings.model_dump(mode="json", exclude=_INPUT_BOUNDS)
+
+
 def _settings_json(
     modality: str, settings: IngestSettings, train_fraction: float, seed: int
 ) -> bytes:
     """What both keys start from: everything besides the volumes that shapes the store."""
-    obj = {"modality": modality, "settings": settings.model_dump(mode="json"),
+    obj = {"modality": modality, "settings": _store_settings(settings),
            "train_fraction": train_fraction, "seed": seed, "v": 1}
     return json.dumps(obj, sort_keys=True).encode()
 
@@ -203,7 +215,10 @@ def ingest_site(
 
     ``size`` overrides ``settings.size``. Returns the cached store when one
     with the same key exists. Raises :class:`DataError` (nothing written) on
-    any bad input.
+    any bad input, including a header larger than ``settings.max_voxels`` /
+    ``settings.max_bytes`` (checked before its voxels are read). A volume with
+    no slice above ``settings.body_fraction`` (all air, empty) is left out and
+    listed in ``store.meta["skipped_volumes"]`` (file name, patient id, reason).
 
     The store's key hashes the settings and the bytes of every volume. To
     avoid reading every volume on every call, ``out/ingest-index.json`` maps
@@ -242,17 +257,23 @@ def ingest_site(
     pids: list[str] = []
     files: list[str] = []
     zs: list[int] = []
+    skipped: list[dict[str, str]] = []  # volumes that gave no slice (all air, empty)
     for path, pid in progress_bar(pairs, enabled=progress, desc=f"ingest {site_dir.name}", unit="vol"):
-        vol = load_volume(path, frame=settings.frame)
+        vol = load_volume(path, frame=settings.frame, max_voxels=settings.max_voxels,
+                          max_bytes=settings.max_bytes)
         unit = normalise_volume(vol.data, modality, settings, source=path)
         slices, z = axial_slices(unit, settings.size, settings.body_fraction)
         if slices.shape[0] == 0:
-            log.warning("%s: no slice above body fraction %.2f; skipped", path, settings.body_fraction)
+            skipped.append({"file": path.name, "patient_id": pid,
+                            "reason": f"no slice above body fraction {settings.body_fraction:g}"})
             continue
         chunks.append(slices)
         pids += [pid] * len(z)
         files += [path.name] * len(z)
         zs += [int(i) for i in z]
+    if skipped:
+        log.warning("%s: skipped %d of %d volume(s) with no slice above body fraction %g: %s", site_dir,
+                    len(skipped), len(pairs), settings.body_fraction, ", ".join(s["file"] for s in skipped))
     if not chunks:
         raise DataError(f"{site_dir}: no slice passed the body-fraction filter ({settings.body_fraction})")
     images = np.concatenate(chunks, axis=0)
@@ -262,11 +283,13 @@ def ingest_site(
     meta = {
         "site_dir": site_dir.name,
         "modality": modality,
-        "settings": settings.model_dump(mode="json"),
+        "settings": _store_settings(settings),
         "train_fraction": train_fraction,
         "seed": seed,
         "key": key,
         "n_volumes": len(pairs),
+        # File names only (no paths); patient ids are site-local, like the rest of the store.
+        "skipped_volumes": skipped,
     }
     store = write_store(store_path, images, pids, files, zs, split, meta)
     log.info("ingested %d slices from %d volumes into %s", len(store), len(pairs), store_path)

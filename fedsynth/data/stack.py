@@ -72,7 +72,8 @@ def read_image_stack(
             settings = settings.model_copy(update={"size": size})
         stacks, ids = [], []
         for vol_path, pid in discover_volumes(path):
-            vol = load_volume(vol_path, frame=settings.frame)
+            vol = load_volume(vol_path, frame=settings.frame, max_voxels=settings.max_voxels,
+                              max_bytes=settings.max_bytes)
             unit = normalise_volume(vol.data, modality, settings, source=vol_path)
             slices, _ = axial_slices(unit, settings.size, settings.body_fraction)
             stacks.append(slices)

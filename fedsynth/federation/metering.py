@@ -12,7 +12,9 @@ strategy never samples a site that has already failed, and returns replies in
 a fixed order (``order``: node id -> rank, the roster's site-id order) rather
 than in the order they arrived: Flower's strategies sum the sites' weights in
 reply order, and a floating-point sum in arrival order would make FedAvg's
-result depend on which site finished first.
+result depend on which site finished first. For every ``train`` request it
+records which sites answered (:meth:`rounds`), so the report can say who
+took part in each round of each weight-averaging method.
 
 Usage::
 
@@ -27,7 +29,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 
-from flwr.app import Message, RecordDict
+from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedsynth.federation.protocol import message_nbytes
@@ -44,6 +46,8 @@ class MeteredGrid(Grid):
         self._bytes: dict[str, dict[str, int]] = {}
         self.allowed_nodes: set[int] | None = None
         self.order: dict[int, int] = {}
+        self.names: dict[int, str] = {}
+        self._rounds: dict[str, list[list[str]]] = {}
 
     @contextlib.contextmanager
     def method(self, label: str) -> Iterator[None]:
@@ -101,4 +105,13 @@ class MeteredGrid(Grid):
         replies = list(self._inner.send_and_receive(msgs, timeout=timeout))
         self._count("received", replies)
         last = len(self.order)
-        return sorted(replies, key=lambda m: (self.order.get(m.metadata.src_node_id, last), m.metadata.src_node_id))
+        replies = sorted(replies, key=lambda m: (self.order.get(m.metadata.src_node_id, last), m.metadata.src_node_id))
+        if msgs and all(m.metadata.message_type == MessageType.TRAIN for m in msgs):
+            ok = [self.names.get(r.metadata.src_node_id, str(r.metadata.src_node_id))
+                  for r in replies if not r.has_error()]
+            self._rounds.setdefault(self._label, []).append(ok)
+        return replies
+
+    def rounds(self) -> dict[str, list[list[str]]]:
+        """Per method label, one entry per training request: the sites whose reply was not an error."""
+        return {k: [list(r) for r in v] for k, v in self._rounds.items()}

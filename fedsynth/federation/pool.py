@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from fedsynth.digests import array_digest
 from fedsynth.errors import GateError
 from fedsynth.io_utils import write_bytes_atomic
 
-__all__ = ["BundleRecord", "SyntheticPool"]
+__all__ = ["BundleRecord", "Quarantined", "SyntheticPool"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,13 @@ CREATE TABLE IF NOT EXISTS images (
     added REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS images_site ON images(site);
+CREATE TABLE IF NOT EXISTS quarantine (
+    digest TEXT NOT NULL,
+    site TEXT NOT NULL,
+    bundle_id TEXT,
+    reason TEXT NOT NULL,
+    moved REAL NOT NULL
+);
 """
 
 
@@ -75,6 +83,15 @@ class BundleRecord:
     n_images: int
     n_new: int
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A pooled image taken out of use by :meth:`SyntheticPool.check`, and why."""
+
+    digest: str
+    site: str
+    reason: str
 
 
 def _bundle_id(site: str, signed: Any, stack: np.ndarray) -> str:
@@ -213,20 +230,126 @@ class SyntheticPool:
         and a network trained on the pool sees its images in this order; the
         pooled model must not depend on which site happened to answer first.
         """
-        q = "SELECT digest FROM images"
+        q = ("SELECT i.digest FROM images i JOIN bundles b ON b.id = i.bundle_id "
+             "WHERE b.verified = 1 AND b.site = i.site")
         args: tuple = ()
         if site is not None:
-            q += " WHERE site = ?"
+            q += " AND i.site = ?"
             args = (site,)
         with self._connect() as db:
-            return [r[0] for r in db.execute(q + " ORDER BY site, added, rowid", args)]
+            return [r[0] for r in db.execute(q + " ORDER BY i.site, i.added, i.rowid", args)]
 
     def images(self, site: str | None = None) -> np.ndarray:
-        """The pooled images, ``(n, H, W)`` float32, in :meth:`digests` order."""
+        """The pooled images, ``(n, H, W)`` float32, in :meth:`digests` order (one-line GateError if unreadable)."""
         digests = self.digests(site)
         if not digests:
             return np.zeros((0, 0, 0), dtype=np.float32)
-        return np.stack([np.load(self.objects / f"{d}.npy", allow_pickle=False) for d in digests])
+        try:
+            return np.stack([self._load(d) for d in digests])
+        except ValueError as err:  # shapes differ: check() quarantines the odd ones out
+            raise GateError(f"pool: {err}; run SyntheticPool.check() (the study does on every run)") from None
+
+    def _load(self, digest: str) -> np.ndarray:
+        path = self.objects / f"{digest}.npy"
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise GateError(f"pool object {digest[:12]} is missing or unreadable ({type(err).__name__})") from None
+
+    # ------------------------------------------------------------------- check
+    def check(self, public_key_for: Callable[[str], Any], study_id: str | None = None) -> list[Quarantined]:
+        """Re-verify everything in the pool; quarantine what fails; return what was quarantined now.
+
+        Why: the pool is what the central network is trained on, and a file
+        on disk can be altered, truncated or deleted after it was verified,
+        and a manifest row can be edited or inserted. This checks the SQLite
+        file itself (``PRAGMA integrity_check``: a corrupt manifest is a
+        GateError, the study stops), re-verifies every verified bundle's
+        certificate against the site's registered key (``public_key_for(site)``,
+        None when the site has none) and, with ``study_id``, that it is bound
+        to this study and site; then every image row must belong to its
+        site's verified bundle, be listed in that certificate, and its object
+        must load as float32 of the certified shape and re-hash to its digest.
+        Whatever fails is moved to ``quarantine/`` and recorded with the
+        reason, never trained on.
+        """
+        from fedsynth.privacy import verify_signature
+
+        try:
+            with self._connect() as db:
+                status = db.execute("PRAGMA integrity_check").fetchone()[0]
+                if status != "ok":
+                    raise sqlite3.DatabaseError(str(status).splitlines()[0])
+                bundles = {r[0]: (r[1], r[2]) for r in db.execute(
+                    "SELECT id, site, certificate FROM bundles WHERE verified = 1")}
+                rows = db.execute("SELECT digest, site, bundle_id FROM images ORDER BY rowid").fetchall()
+        except sqlite3.DatabaseError as err:
+            raise GateError(f"pool manifest {self.db_path.name} is corrupt ({err}); nothing is trained on it") from None
+        certified: dict[str, Any] = {}
+        bad_bundles: dict[str, str] = {}
+        for bid, (site, cert_json) in bundles.items():
+            try:
+                signed = json.loads(cert_json)
+                key = public_key_for(site)
+                if key is None:
+                    raise GateError(f"no registered public key for {site}")
+                cert = verify_signature(signed, key)  # its images are re-checked one by one below
+                if cert.binding is not None and cert.binding.site_id != site:
+                    raise GateError(f"certificate is bound to {cert.binding.site_id}, pooled as {site}")
+                if study_id is not None and (cert.binding is None or cert.binding.study_id != study_id):
+                    raise GateError("certificate is not bound to this study")
+                certified[bid] = cert
+            except (GateError, ValueError) as err:
+                bad_bundles[bid] = str(err)
+        out: list[Quarantined] = []
+        for digest, site, bid in rows:
+            reason = bad_bundles.get(bid)
+            cert = certified.get(bid)
+            if reason is None and cert is None:
+                reason = "not part of a verified bundle"
+            elif reason is None and bundles[bid][0] != site:
+                reason = f"row says {site}, its bundle is {bundles[bid][0]}'s"
+            elif reason is None and digest not in set(cert.published):
+                reason = "not among the bundle's certified images"
+            if reason is None:
+                reason = self._object_problem(digest, cert)
+            if reason is not None:
+                out.append(self._quarantine(digest, site, bid, reason))
+        for bid, why in bad_bundles.items():
+            with self._connect() as db:
+                db.execute("UPDATE bundles SET verified = 0, reason = ? WHERE id = ?", (f"quarantined: {why}", bid))
+        if out:
+            log.error("pool: quarantined %d image(s): %s", len(out),
+                      "; ".join(sorted({f"{q.site}: {q.reason}" for q in out})))
+        return out
+
+    def _object_problem(self, digest: str, cert: Any) -> str | None:
+        try:
+            img = self._load(digest)
+        except GateError as err:
+            return str(err)
+        if img.dtype != np.float32 or list(img.shape) != list(cert.reference.image_shape):
+            return f"object is {img.dtype} {list(img.shape)}, certified float32 {cert.reference.image_shape}"
+        if array_digest(img) != digest:
+            return "object does not hash to its certified digest (altered on disk)"
+        return None
+
+    def _quarantine(self, digest: str, site: str, bundle_id: str | None, reason: str) -> Quarantined:
+        src = self.objects / f"{digest}.npy"
+        dest = self.root / "quarantine" / f"{digest}.npy"
+        if src.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dest)
+        with self._connect() as db:
+            db.execute("DELETE FROM images WHERE digest = ?", (digest,))
+            db.execute("INSERT INTO quarantine VALUES (?,?,?,?,?)", (digest, site, bundle_id, reason, time.time()))
+        return Quarantined(digest, site, reason)
+
+    def quarantined(self) -> list[Quarantined]:
+        """Everything ever quarantined in this pool, oldest first."""
+        with self._connect() as db:
+            return [Quarantined(*r) for r in db.execute(
+                "SELECT digest, site, reason FROM quarantine ORDER BY moved, rowid")]
 
     def count(self, site: str | None = None) -> int:
         """Number of distinct pooled images (optionally of one site)."""
@@ -266,3 +389,4 @@ class SyntheticPool:
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+

@@ -164,4 +164,5 @@ class Roster:
                      s.info.image_size)
         self.grid.allowed_nodes = {s.node_id for s in self.alive()}
         self.grid.order = {s.node_id: rank for rank, s in enumerate(self.alive())}
+        self.grid.names = {s.node_id: s.site_id for s in self.alive()}
         self._check_enough("answered")

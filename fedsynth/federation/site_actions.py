@@ -17,7 +17,6 @@ exposure) and metrics (:func:`evaluate`). Never slices, patient ids or paths.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
@@ -30,7 +29,7 @@ from flwr.app import ArrayRecord
 from fedsynth.errors import GateError
 from fedsynth.federation import protocol as P
 from fedsynth.federation.site_session import SiteSession
-from fedsynth.io_utils import write_bytes_atomic, write_json_atomic
+from fedsynth.io_utils import atomic_dir, write_json_atomic
 
 __all__ = ["evaluate", "publish", "site_info", "train", "train_generator"]
 
@@ -80,7 +79,8 @@ def train_generator(s: SiteSession, req: P.GeneratorRequest) -> P.GeneratorReply
 
 
 def _bundle_paths(s: SiteSession) -> tuple[Path, Path]:
-    d = s.runtime.workdir / "published"
+    """The cached bundle: one directory, written whole (``atomic_dir``), so images and certificate always match."""
+    d = s.runtime.workdir / "published" / "bundle"
     return d / "images.npy", d / "certificate.json"
 
 
@@ -133,10 +133,11 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
     stats = {"n-accepted": int(len(accepted)), "quota-met": bool(res.quota_met),
              "acceptance-rate": float(res.acceptance_rate),
              "n-rejected": int(res.n_candidates - len(accepted))}
-    buf = io.BytesIO()
-    np.save(buf, accepted, allow_pickle=False)
-    write_bytes_atomic(img_path, buf.getvalue())
-    write_json_atomic(cert_path, {"request": request, "signed": signed.model_dump(mode="json"), "stats": stats})
+    with atomic_dir(img_path.parent) as tmp:
+        np.save(tmp / img_path.name, accepted, allow_pickle=False)
+        (tmp / cert_path.name).write_text(
+            json.dumps({"request": request, "signed": signed.model_dump(mode="json"), "stats": stats}),
+            encoding="utf-8")
     return accepted, signed, stats
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from flwr.serverapp import Grid
 
+from fedsynth.errors import ConfigError
 from fedsynth.federation.model_store import ModelStore
 from fedsynth.federation.names import Phase
 from fedsynth.federation.phases import StudyRun
@@ -43,7 +44,7 @@ from fedsynth.federation.phases.publish import publish
 from fedsynth.federation.phases.weight_averaging import weight_averaging
 from fedsynth.federation.pool import SyntheticPool
 from fedsynth.federation.roster import Roster, StudyError
-from fedsynth.federation.study_dir import StudyLayout, StudySpec
+from fedsynth.federation.study_dir import StudyLayout, StudySpec, registered_key
 from fedsynth.federation.study_report import build_report, write_study_report
 from fedsynth.federation.study_state import StudyState, merge_bytes
 
@@ -63,8 +64,9 @@ class Study:
             log.info("study: resuming from %s (done: %s)", self.layout.state, ", ".join(self.state.done))
         self._bytes_before = {k: dict(v) for k, v in self.state.bytes.items()}
         sc = spec.scenario
+        # sites dropped in an earlier run stay out: the methods they missed cannot be redone with them
         self.roster = Roster(grid, spec.n_expected, spec.n_min, sc.site_timeout_s, spec.connect_timeout_s,
-                             simulated=spec.mode == "simulation")
+                             simulated=spec.mode == "simulation", missing=self.state.missing)
         self.ctx = StudyRun(spec, self.roster, SyntheticPool(self.layout.pool),
                              ModelStore(self.layout, sc.task, sc.seed))
 
@@ -75,7 +77,7 @@ class Study:
         steps: list[tuple[Phase, Callable[[], None]]] = [
             (Phase.TRAIN_GENERATORS, self._train_generators),
             (Phase.PUBLISH, self._publish),
-            (Phase.SYNTHETIC_POOL, lambda: synthetic_pool(r)),
+            (Phase.SYNTHETIC_POOL, lambda: (self._check_pool(), synthetic_pool(r))),
             (Phase.FEDAVG, lambda: weight_averaging(r, Phase.FEDAVG)),
             (second, lambda: weight_averaging(r, second)),
         ]
@@ -97,7 +99,21 @@ class Study:
     def _save(self) -> None:
         self.state.bytes = merge_bytes(self._bytes_before, self.roster.grid.totals())
         self.state.missing = dict(self.roster.missing)
+        self.state.participants.update(self.roster.grid.rounds())
         self.state.save(self.layout.state)
+
+    def _check_pool(self) -> None:
+        """Re-verify the pool (objects, rows, certificates) before it is trained on or reported."""
+        from fedsynth.privacy import load_public_key
+
+        def key_of(site: str) -> object | None:
+            try:
+                path = registered_key(self.spec.site_keys, site)
+            except ConfigError:
+                return None
+            return load_public_key(path) if path.is_file() else None
+
+        self.ctx.pool.check(key_of, self.state.study_id)
 
     def _phase(self, name: Phase, fn: Callable[[], None]) -> None:
         if name in self.state.done:
@@ -119,7 +135,8 @@ class Study:
     # ---------------------------------------------------------------- report
     def report(self) -> Any:
         """The study's report (a :class:`fedsynth.report.ReportModel`) from the state so far."""
-        return build_report(self.spec, self.state, self.roster.alive_ids(), self.roster.missing)
+        return build_report(self.spec, self.state, self.roster.alive_ids(), self.roster.missing,
+                            self.ctx.pool.quarantined())
 
     # -------------------------------------------------------------------- run
     def run(self) -> Any:
@@ -129,6 +146,8 @@ class Study:
             self.roster.connect()
         finally:
             self.state.wall_seconds[Phase.SETUP.value] = time.perf_counter() - t0
+        if self.ctx.pool.count():  # a resumed study: what was pooled before must still check out
+            self._check_pool()
         for name, fn in self.phases():
             self._phase(name, fn)
         t1 = time.perf_counter()

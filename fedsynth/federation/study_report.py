@@ -25,14 +25,30 @@ __all__ = ["build_report", "write_study_report"]
 log = logging.getLogger(__name__)
 
 
-def _notes(spec: StudySpec) -> list[str]:
+def _participation(spec: StudySpec, state: StudyState, sites: list[str]) -> str:
+    """The fairness claim, computed from who actually trained in each round (not from the plan)."""
+    t = spec.scenario.training
+    per_round = t.epochs // t.rounds
+    gaps = []
+    for method, rounds in sorted(state.participants.items()):
+        for site in sites:
+            n = sum(site in r for r in rounds)
+            if n < len(rounds):
+                gaps.append(f"{site} trained in {n} of {len(rounds)} {method} rounds ({n * per_round} local epochs)")
+    if not gaps:
+        return (f"FedAvg and {t.second_strategy} run {t.rounds} rounds x {per_round} local epochs = "
+                f"{t.epochs} local epochs at every site.")
+    return (f"FedAvg and {t.second_strategy} were planned as {t.rounds} rounds x {per_round} local epochs, but "
+            + "; ".join(gaps) + " (report key 'participants').")
+
+
+def _notes(spec: StudySpec, state: StudyState, sites: list[str]) -> list[str]:
     sc = spec.scenario
     t = sc.training
     return [
         f"Fairness: every method trains the same network ({sc.task.network}) from the same "
         f"initial weights for the same number of epochs: synthetic-pool, centralised-real and "
-        f"local-only run {t.epochs} epochs; FedAvg and {t.second_strategy} run {t.rounds} rounds "
-        f"x {t.epochs // t.rounds} local epochs = {t.epochs} local epochs at every site.",
+        f"local-only run {t.epochs} epochs; " + _participation(spec, state, sites),
         "centralised-real reads every site's real training slices in one place: an upper bound "
         "that exists only in simulation and is not deployable.",
         "communication_bytes count the serialised Flower messages (every object as pushed on the "
@@ -43,11 +59,13 @@ def _notes(spec: StudySpec) -> list[str]:
     ]
 
 
-def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: dict[str, str]) -> Any:
+def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: dict[str, str],
+                 quarantined: list[Any] = ()) -> Any:
     """The study's :class:`~fedsynth.report.ReportModel` from its saved state.
 
     ``sites`` are the live sites (sorted); when none is known (a report
-    rebuilt offline) the sites with evaluations are used.
+    rebuilt offline) the sites with evaluations are used. ``quarantined``:
+    what the pool's self-check took out of use (:meth:`SyntheticPool.quarantined`).
     """
     from fedsynth.report import ReportModel, compare, summarise
 
@@ -86,8 +104,10 @@ def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: 
         privacy=state.privacy,
         rejected_bundles=state.rejected_bundles,
         communication_bytes=comm,
+        participants=state.participants,
+        pool_quarantine=[{"site": q.site, "digest": q.digest, "reason": q.reason} for q in quarantined],
         wall_seconds={**state.wall_seconds, "total": float(sum(state.wall_seconds.values()))},
-        notes=_notes(spec),
+        notes=_notes(spec, state, alive),
     )
 
 

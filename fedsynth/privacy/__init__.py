@@ -40,6 +40,7 @@ exports = {
     "public_key_id": "fedsynth.privacy.signing",
     "sign_certificate": "fedsynth.privacy.signing",
     "verify_certificate": "fedsynth.privacy.signing",
+    "verify_signature": "fedsynth.privacy.signing",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, exports)
@@ -67,4 +68,5 @@ if TYPE_CHECKING:  # pragma: no cover
         public_key_id,
         sign_certificate,
         verify_certificate,
+        verify_signature,
     )

@@ -5,24 +5,42 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register"]
+__all__ = ["EXIT_NOTHING_ACCEPTED", "default_audit_path", "register"]
+
+#: ``fedsynth gate`` exit status when no candidate passed: not an error (2), but nothing to publish,
+#: and a script that publishes on status 0 must not ship an empty set.
+EXIT_NOTHING_ACCEPTED = 3
+
+
+def default_audit_path(out: Path) -> Path:
+    """``<OUT>.audit.json`` beside the output directory: local, never inside what is published."""
+    out = Path(os.path.abspath(out))
+    return out.with_name(f"{out.name}.audit.json")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser(
         "gate", help="filter synthetic images through the privacy gate and write a certificate",
         description="Keep only synthetic images whose nearest real image is at least the threshold away in every "
-        "metric (exact search); write OUT/accepted.npy (also linked as OUT/images.npy), OUT/certificate.json (signed with --key) and the local "
-        "OUT/audit.json (nearest reference indices and patient ids: never publish it).")
+        "metric (exact search); write the publishable OUT/accepted.npy (also linked as OUT/images.npy) and "
+        "OUT/certificate.json (signed with --key), and the local audit (nearest reference indices and "
+        "patient ids: never publish it) to --audit, outside OUT.",
+        epilog=f"exit status: 0 some candidates accepted; 2 bad input (nothing written); "
+        f"{EXIT_NOTHING_ACCEPTED} no candidate accepted (OUT holds an empty accepted.npy and the "
+        "certificate with every distance; nothing to publish).")
     g.add_argument("--real", "--references", dest="real", type=Path, required=True, metavar="PATH",
                    help="real training images: a slice store directory, .npy/.npz (groups = patient ids) "
                         "or a NIfTI directory")
     g.add_argument("--synthetic", "--candidates", dest="synthetic", type=Path, required=True, metavar="PATH",
                    help="candidates: .npy, .npz or NIfTI dir")
     g.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (must not exist)")
+    g.add_argument("--audit", type=Path, metavar="PATH",
+                   help="where to write the local audit JSON (patient ids, reference indices: never publish "
+                        "it); must be outside OUT and not exist (default: <OUT>.audit.json beside OUT)")
     g.add_argument("--threshold-rmse", type=float, metavar="X", help="absolute pixel-RMSE threshold")
     g.add_argument("--threshold-ncc", type=float, metavar="X", help="absolute ncc_robust threshold")
     g.add_argument("--calibrate-percentile", type=float, metavar="P",
@@ -116,6 +134,12 @@ def _gate(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.out.exists() and any(args.out.iterdir()):
         raise ConfigError(f"{args.out}: exists and is not empty; choose a new --out")
+    audit_path = args.audit if args.audit is not None else default_audit_path(args.out)
+    if audit_path.resolve().is_relative_to(args.out.resolve()):
+        raise ConfigError(f"--audit {audit_path}: inside the output directory {args.out}, which is published; "
+                          "put the audit elsewhere")
+    if audit_path.exists():
+        raise ConfigError(f"{audit_path}: audit file exists; choose a new --audit or remove it")
     key = load_private_key(args.key) if args.key else None
     real, groups = _read_real(args.real, args.modality, args.size)
     cands = read_image_stack(args.synthetic, size=args.size, modality=args.modality)
@@ -130,15 +154,22 @@ def _gate(args: argparse.Namespace) -> int:
     res = gate.run(source, quota=len(cands), max_attempts=len(cands), show_progress=True)
     signed = (sign_certificate(res.certificate, key).model_dump(mode="json") if key
               else {"certificate": res.certificate.body(), "signature": None})
-    with atomic_dir(args.out) as tmp:
+    with atomic_dir(args.out) as tmp:  # OUT holds only what may be published
         with open(tmp / "accepted.npy", "wb") as fh:
             np.save(fh, res.accepted, allow_pickle=False)
         os.link(tmp / "accepted.npy", tmp / "images.npy")  # same file under the name sites publish
         write_json_atomic(tmp / "certificate.json", signed)
-        write_json_atomic(tmp / "audit.json", res.audit)
+        # Last, before OUT is renamed into place: if the audit cannot be written nothing is published,
+        # so a published set always has its audit.
+        write_json_atomic(audit_path, res.audit)
     th = ", ".join(f"{m} >= {t:.4g}" for m, t in gate.thresholds.items())
     print(f"accepted {len(res.accepted)} of {res.n_candidates} candidates ({th}); "
-          f"wrote {args.out}/accepted.npy and certificate.json{' (signed)' if key else ' (unsigned: no --key)'}")
+          f"wrote {args.out}/accepted.npy and certificate.json{' (signed)' if key else ' (unsigned: no --key)'}; "
+          f"local audit (never publish): {audit_path}")
+    if len(res.accepted) == 0:
+        print(f"fedsynth: gate accepted no candidate ({res.n_candidates} evaluated); nothing to publish",
+              file=sys.stderr)
+        return EXIT_NOTHING_ACCEPTED
     return 0
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "public_key_id",
     "sign_certificate",
     "verify_certificate",
+    "verify_signature",
 ]
 
 
@@ -161,16 +162,12 @@ def sign_certificate(
                              algorithm="ed25519", key_id=key_id)
 
 
-def verify_certificate(
-    signed: Any, public_key: Any, images: np.ndarray, expected: Expected | None = None
-) -> Certificate:
-    """Check signature, image binding and internal consistency; return the certificate or raise GateError.
+def verify_signature(signed: Any, public_key: Any) -> Certificate:
+    """The signature over the body exactly as received, then the body as a consistent :class:`Certificate`.
 
     ``signed`` is untrusted input (a :class:`SignedCertificate` or the dict
-    that arrived): the signature is checked over the body exactly as
-    received, and only then is the body read as a :class:`Certificate`.
-    With ``expected`` the body must carry a binding to that site, study and
-    request nonce (and policy digest, when given), signed with this key.
+    that arrived). Raises :class:`GateError` (one line) on any failure. The
+    images are not checked here (see :func:`verify_certificate`).
     """
     from cryptography.exceptions import InvalidSignature
 
@@ -191,8 +188,23 @@ def verify_certificate(
         raise GateError("signature does not verify: the certificate was altered or signed by another key") from None
     cert = parse_certificate(body)
     cert.check_consistency()
+    return cert
+
+
+def verify_certificate(
+    signed: Any, public_key: Any, images: np.ndarray, expected: Expected | None = None
+) -> Certificate:
+    """Check signature, image binding and internal consistency; return the certificate or raise GateError.
+
+    The signature is checked over the body as received (:func:`verify_signature`).
+    With ``expected`` the body must carry a binding to that site, study and
+    request nonce (and policy digest, when given), signed with this key.
+    """
+    if isinstance(signed, SignedCertificate):
+        signed = signed.model_dump(mode="json")
+    cert = verify_signature(signed, public_key)
     if expected is not None:
-        _check_binding(cert, expected, key, signed)
+        _check_binding(cert, expected, load_public_key(public_key), signed)
     images = np.asarray(images)
     digests = cert.published
     if images.ndim != 3 or len(images) != len(digests):

@@ -136,6 +136,10 @@ class ReportModel(StrictModel):
     privacy: dict[str, PrivacySite] = Field(default_factory=dict)
     rejected_bundles: dict[str, str] = Field(default_factory=dict)
     communication_bytes: dict[str, int | Traffic] = Field(default_factory=dict)
+    participants: dict[str, list[list[str]]] = Field(
+        default_factory=dict, description="per weight-averaging method: the sites that trained in each round")
+    pool_quarantine: list[dict[str, str]] = Field(
+        default_factory=list, description="pooled images taken out of use by the pool's self-check, and why")
     wall_seconds: float | dict[str, float] = 0.0
     notes: list[str] = Field(default_factory=list)
 
