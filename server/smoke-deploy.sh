@@ -16,8 +16,10 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-# 1. keys: CA, SuperLink certificate, per-site node-auth + signing keys, the coordinator's registry
-fedsynth certs --out "$work/keys" --sites 2 --force >/dev/null
+# 1. keys, each made where it is used: the coordinator's CA + SuperLink certificate + registry;
+#    each site's own SuperNode and signing keys (private halves never leave "$work/site-k/keys")
+fedsynth certs --out "$work/keys" --force >/dev/null
+for k in 1 2; do fedsynth site-keys --out "$work/site-$k/keys" --force >/dev/null; done
 # 2. data: each site gets its own NIfTI folder (the bundled cohort stands in for hospital archives)
 size=$(python - "$scenario" <<'PY'
 import sys, tomllib
@@ -38,7 +40,7 @@ workdir = "$work/sites/site-$k"
 image_size = $sz
 train_fraction = 0.67
 [daemon]
-signing_key = "$work/keys/sites/site-$k/signing/site.key"
+signing_key = "$work/site-$k/keys/signing/site.key"
 [privacy]
 min_max_shift = 2   # the tiny scenario's gate searches shifts up to 2 px (the default floor is 4)
 TOML
@@ -58,17 +60,21 @@ default = "deploy"
 address = "127.0.0.1:$port"
 root-certificates = "$work/keys/ca.crt"
 TOML
-# 2b. each site's privacy-policy digest goes to the coordinator's registry (out of band, like its public key)
-for k in 1 2; do fedsynth -q policy "$work/site-$k.toml" --register "$work/keys/coordinator/site-keys" >/dev/null; done
+# 2b. enrolment: each site hands the coordinator its public signing key and policy digest (out of band)
+for k in 1 2; do
+  digest=$(fedsynth -q policy "$work/site-$k.toml" | awk '/policy digest/ {print $NF}')
+  fedsynth -q enrol --registry "$work/keys/coordinator/site-keys" --site "site-$k" \
+    --signing-key "$work/site-$k/keys/signing/site.pub" --policy-digest "$digest" >/dev/null
+done
 # 3. SuperLink with TLS and node authentication
 "$repo/server/start-superlink.sh" "$work/keys" 127.0.0.1 "$port" >"$work/superlink.log" 2>&1 &
 pids+=($!)
 sleep 8
 # 4. register the two enrolled sites, then start their SuperNodes
-for k in 1 2; do flwr supernode register "$work/keys/sites/site-$k/supernode.pub" deploy --name "site-$k"; done
+for k in 1 2; do flwr supernode register "$work/site-$k/keys/supernode.pub" deploy --name "site-$k"; done
 for k in 1 2; do
   "$repo/sites/start-supernode.sh" "$work/site-$k.toml" "127.0.0.1:$port" "$work/keys/ca.crt" \
-    "$work/keys/sites/site-$k/supernode" $((port + 10 + k)) >"$work/supernode-$k.log" 2>&1 &
+    "$work/site-$k/keys/supernode" $((port + 10 + k)) >"$work/supernode-$k.log" 2>&1 &
   pids+=($!)
 done
 sleep 5

@@ -30,8 +30,9 @@ def _run_identity():
 class FakeGrid(Grid):
     """Answers each message with ``behaviour[node](msg)``: a RecordDict, an exception, or None (timeout)."""
 
-    def __init__(self, behaviour):
+    def __init__(self, behaviour, enrolled=None):
         self.behaviour = behaviour
+        self.enrolled = dict(enrolled or {})
         self.sent: list[str] = []
 
     def send_and_receive(self, messages, *, timeout=None):
@@ -50,6 +51,11 @@ class FakeGrid(Grid):
 
     def get_node_ids(self):
         return list(self.behaviour)
+
+    def get_nodes(self):  # the enrolment registry: the name each node was registered under
+        from flwr.proto.node_pb2 import NodeInfo
+
+        return [NodeInfo(node_id=n, name=self.enrolled.get(n, getattr(f, "site_id", ""))) for n, f in self.behaviour.items()]
 
     def set_run(self, run):
         pass
@@ -90,6 +96,7 @@ def _site(site_id, bundle=None, fail=(), silent=()):
                                   images=images[off : off + n], signed=signed if off == 0 else None).to_content()
         raise AssertionError(kind)
 
+    answer.site_id = site_id  # enrolled under the id it claims (unless a test says otherwise)
     return answer
 
 
@@ -283,6 +290,7 @@ def test_a_site_failing_a_fedavg_round_is_named_and_the_fairness_note_says_so(tm
                         raise RuntimeError("site-2 crashed in round 2")
                 return P.TrainReply(P.weights_of(msg.content), 0.1, 4).to_content()
             return inner(msg)
+        answer.site_id = site_id
         return answer
 
     st = _study(tmp_path, {1: train_or_fail("site-1", _site("site-1", b[1])),
@@ -298,3 +306,14 @@ def test_a_site_failing_a_fedavg_round_is_named_and_the_fairness_note_says_so(tm
     assert rep.participants["fedavg"][1] == ["site-1"]
     assert "site-2 trained in 2 of 3 fedavg rounds (2 local epochs)" in rep.notes[0]
     assert "at every site" not in rep.notes[0]
+
+
+def test_a_node_is_the_site_it_was_enrolled_as_not_what_it_claims(tmp_path):
+    """Deployment: a node registered as site-1 that says it is site-2 takes no part, and cannot shadow site-2."""
+    keys, b = _bundles(tmp_path, 3)
+    st = _study(tmp_path, {1: _site("site-1", b[1]), 2: _site("site-3", b[3]), 3: _site("site-2", b[2])},
+                keys, min_sites=1)
+    st.roster.grid._inner.enrolled = {3: "site-1"}  # node 3 was enrolled as site-1 but claims site-2
+    st.roster.connect()
+    assert [s.site_id for s in st.roster.alive()] == ["site-1", "site-3"]
+    assert "enrolled as site-1" in st.roster.missing["site-2"]

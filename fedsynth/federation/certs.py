@@ -1,25 +1,25 @@
-"""Provisioning for the Deployment Engine: CA, SuperLink certificate, per-site keys.
+"""Key material for the Deployment Engine, each piece made where it is used.
 
 Three kinds of key material, each protecting something different (see
 ``docs/architecture.md``):
 
 - a private CA and the SuperLink's TLS server certificate (SAN ``127.0.0.1``,
-  ``localhost`` and any extra names) so SuperNodes and the ``flwr`` CLI can
-  check they talk to the real coordinator and the channel is encrypted;
-- per-site SuperNode authentication keys (EC P-384, OpenSSH format), whose
-  public halves the coordinator registers with ``flwr supernode register``,
-  so only enrolled hospitals can join;
-- per-site Ed25519 certificate-signing keys (made by the privacy gate's
-  :func:`fedsynth.privacy.generate_site_key`): the site signs every
-  publication certificate, the coordinator verifies against the registered
-  public key before an image enters the pool.
+  ``localhost`` and any extra names), made at the coordinator
+  (:func:`provision`), so SuperNodes and the ``flwr`` CLI can check they talk
+  to the real coordinator and the channel is encrypted;
+- each site's SuperNode authentication key (EC P-384, OpenSSH format) and its
+  Ed25519 certificate-signing key, made *at the site* (:func:`make_site_keys`,
+  ``fedsynth site-keys``): private halves never leave it;
+- the coordinator's enrolment registry (:func:`enrol`, ``fedsynth enrol``):
+  the public halves a site hands over out of band — its signing key
+  (``<site>.pub``) and its policy digest (``<site>.policy``); its SuperNode
+  key is registered with ``flwr supernode register ... --name <site>``, and
+  that registered name is the site's identity in a study.
 
-Layout written under ``out``::
+Layouts::
 
-    ca.crt  ca.key  server.pem  server.key
-    sites/<site>/supernode  sites/<site>/supernode.pub      # node auth
-    sites/<site>/signing/...                                  # gate keys (private stays at the site)
-    coordinator/site-keys/<site>.pub                          # what the coordinator registers
+    coordinator:  ca.crt  ca.key  server.pem  server.key  coordinator/site-keys/<site>.pub|.policy
+    site:         supernode  supernode.pub  signing/site.key  signing/site.pub
 
 Private keys are written ``0600``.
 """
@@ -30,14 +30,14 @@ import datetime as dt
 import ipaddress
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedsynth.errors import ConfigError
 from fedsynth.io_utils import write_bytes_atomic
 
-__all__ = ["Provisioned", "SiteKeys", "make_ca", "make_server_cert", "make_supernode_key", "provision"]
+__all__ = ["Provisioned", "SiteKeys", "enrol", "make_ca", "make_server_cert", "make_site_keys", "make_supernode_key",
+           "provision"]
 
 log = logging.getLogger(__name__)
 
@@ -46,25 +46,24 @@ _VALID_DAYS = 825
 
 @dataclass(frozen=True)
 class SiteKeys:
-    """Key files of one site."""
+    """Key files a site made for itself (private halves stay there)."""
 
-    site: str
+    site_dir: Path
     supernode_private: Path
     supernode_public: Path
     signing_private: Path
     signing_public: Path
-    registered_public: Path
 
 
 @dataclass(frozen=True)
 class Provisioned:
-    """Everything :func:`provision` wrote."""
+    """What :func:`provision` wrote at the coordinator."""
 
     ca_cert: Path
     ca_key: Path
     server_cert: Path
     server_key: Path
-    sites: tuple[SiteKeys, ...]
+    registry: Path
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -175,44 +174,62 @@ def make_supernode_key(path: Path) -> tuple[Path, Path]:
     return path, pub_path
 
 
-def site_name(index: int) -> str:
-    """Canonical site id for 1-based ``index``."""
-    return f"site-{index}"
-
-
 def provision(
     out: str | Path,
-    sites: int | list[str],
     server_names: tuple[str, ...] = ("127.0.0.1", "localhost"),
     force: bool = False,
 ) -> Provisioned:
-    """Create the CA, server certificate and every site's keys under ``out``.
+    """The coordinator's CA, SuperLink certificate and (empty) enrolment registry under ``out``.
 
     Refuses to overwrite an existing CA unless ``force`` (re-keying a running
-    study silently would lock every site out).
+    study silently would lock every site out). No site key is made here.
     """
-    from fedsynth.privacy import generate_site_key
-
     out = Path(out)
-    names = [site_name(i + 1) for i in range(sites)] if isinstance(sites, int) else list(sites)
-    if not names:
-        raise ConfigError("certs: --sites must be at least 1")
     if (out / "ca.key").exists() and not force:
         raise ConfigError(f"{out}: already holds a CA (ca.key); use --force to replace it")
     out.mkdir(parents=True, exist_ok=True)
     ca_crt, ca_key = make_ca(out)
     srv_crt, srv_key = make_server_cert(out, ca_crt, ca_key, server_names)
-    site_keys = []
     registry = out / "coordinator" / "site-keys"
     registry.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        sdir = out / "sites" / name
-        sdir.mkdir(parents=True, exist_ok=True)
-        node_priv, node_pub = make_supernode_key(sdir / "supernode")
-        sign_priv, sign_pub = generate_site_key(sdir / "signing", overwrite=force)
-        os.chmod(sign_priv, 0o600)
-        reg = registry / f"{name}.pub"
-        shutil.copyfile(sign_pub, reg)
-        site_keys.append(SiteKeys(name, node_priv, node_pub, Path(sign_priv), Path(sign_pub), reg))
-        log.info("certs: keys for %s in %s", name, sdir)
-    return Provisioned(ca_crt, ca_key, srv_crt, srv_key, tuple(site_keys))
+    return Provisioned(ca_crt, ca_key, srv_crt, srv_key, registry)
+
+
+def make_site_keys(out: str | Path, force: bool = False) -> SiteKeys:
+    """A site's own SuperNode key and signing key under ``out`` (run at the site).
+
+    Refuses to overwrite existing keys unless ``force``: a site that re-keys
+    must enrol its new public halves again.
+    """
+    from fedsynth.privacy import generate_site_key
+
+    out = Path(out)
+    if (out / "supernode").exists() and not force:
+        raise ConfigError(f"{out}: already holds this site's keys; use --force to replace them (then enrol again)")
+    out.mkdir(parents=True, exist_ok=True)
+    node_priv, node_pub = make_supernode_key(out / "supernode")
+    sign_priv, sign_pub = generate_site_key(out / "signing", overwrite=force)
+    return SiteKeys(out, node_priv, node_pub, Path(sign_priv), Path(sign_pub))
+
+
+def enrol(registry: str | Path, site_id: str, signing_public: str | Path, policy_digest: str | None = None) -> Path:
+    """Register a site's public signing key (and policy digest) in the coordinator's registry.
+
+    The key must be a readable Ed25519 public key and the id a site id; an
+    already enrolled site with a *different* key is refused (re-enrolment is
+    a deliberate act: remove the old key first). Returns the key's registry path.
+    """
+    from fedsynth.federation.study_dir import policy_file, registered_key
+    from fedsynth.privacy import load_public_key, public_key_id
+
+    key = load_public_key(Path(signing_public))  # one-line ConfigError when it is not one
+    dest = registered_key(Path(registry), site_id)
+    if dest.exists() and public_key_id(load_public_key(dest)) != public_key_id(key):
+        raise ConfigError(f"{site_id} is already enrolled with another signing key ({dest}); remove it first")
+    write_bytes_atomic(dest, Path(signing_public).read_bytes())
+    if policy_digest is not None:
+        if not policy_digest.startswith("sha256:") or len(policy_digest) != 71:
+            raise ConfigError(f"not a policy digest: {policy_digest[:20]!r} (expected sha256:<64 hex>)")
+        write_bytes_atomic(policy_file(Path(registry), site_id), policy_digest.encode())
+    log.info("enrolled %s: %s", site_id, dest)
+    return dest

@@ -1,4 +1,4 @@
-"""``fedsynth simulate``, ``fedsynth certs`` and ``fedsynth policy``: the CLI of the federation stage."""
+"""``fedsynth simulate | certs | site-keys | enrol | policy``: the CLI of the federation stage."""
 
 from __future__ import annotations
 
@@ -39,12 +39,27 @@ def _simulate(args: argparse.Namespace) -> int:
 def _certs(args: argparse.Namespace) -> int:
     from fedsynth.federation.certs import provision
 
-    sites: int | list[str] = int(args.sites) if str(args.sites).isdigit() else str(args.sites).split(",")
-    res = provision(Path(args.out), sites, tuple(args.server_name), force=args.force)
-    print(f"CA: {res.ca_cert}\nSuperLink: {res.server_cert} {res.server_key}")
-    for s in res.sites:
-        print(f"{s.site}: node auth {s.supernode_private} (+.pub), signing {s.signing_private}; "
-              f"registered {s.registered_public}")
+    res = provision(Path(args.out), tuple(args.server_name), force=args.force)
+    print(f"CA: {res.ca_cert}\nSuperLink: {res.server_cert} {res.server_key}\nregistry: {res.registry}\n"
+          "each site makes its own keys (fedsynth site-keys) and hands over the public halves "
+          "(fedsynth enrol; flwr supernode register ... --name <site-id>)")
+    return 0
+
+
+def _site_keys(args: argparse.Namespace) -> int:
+    from fedsynth.federation.certs import make_site_keys
+
+    k = make_site_keys(Path(args.out), force=args.force)
+    print(f"private (keep here): {k.supernode_private} {k.signing_private}\n"
+          f"public (give the coordinator): {k.supernode_public} {k.signing_public}")
+    return 0
+
+
+def _enrol(args: argparse.Namespace) -> int:
+    from fedsynth.federation.certs import enrol
+
+    dest = enrol(Path(args.registry), args.site, Path(args.signing_key), args.policy_digest)
+    print(f"enrolled {args.site}: {dest}" + (f" (policy {args.policy_digest})" if args.policy_digest else ""))
     return 0
 
 
@@ -68,7 +83,7 @@ def _policy(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``simulate``, ``certs`` and ``policy``."""
+    """Add ``simulate``, ``certs``, ``site-keys``, ``enrol`` and ``policy``."""
     p = sub.add_parser(
         "simulate",
         help="run a whole federated study locally on Flower's Simulation Engine",
@@ -86,17 +101,39 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser(
         "certs",
-        help="create the CA, SuperLink TLS certificate and per-site keys for the Deployment Engine",
-        description="Write ca.crt/ca.key, server.pem/server.key (SAN 127.0.0.1, localhost and any "
-        "--server-name), and per site a SuperNode auth key (OpenSSH EC P-384) and an Ed25519 "
-        "certificate-signing key; the coordinator's key registry goes to OUT/coordinator/site-keys.",
+        help="coordinator: create the study CA, the SuperLink TLS certificate and the enrolment registry",
+        description="Write ca.crt/ca.key and server.pem/server.key (SAN 127.0.0.1, localhost and any "
+        "--server-name) and create OUT/coordinator/site-keys. No site key is made here: each site runs "
+        "`fedsynth site-keys` and hands over its public halves.",
     )
     c.add_argument("--out", required=True, help="directory for the key material")
-    c.add_argument("--sites", default="2", help="number of sites, or comma-separated site ids")
     c.add_argument("--server-name", action="append", default=["127.0.0.1", "localhost"],
                    help="extra SAN for the SuperLink certificate (repeatable)")
     c.add_argument("--force", action="store_true", help="replace an existing CA")
     c.set_defaults(func=_certs)
+
+    k = sub.add_parser(
+        "site-keys",
+        help="site: create this site's SuperNode key and certificate-signing key (private halves stay here)",
+        description="Write OUT/supernode (+.pub; EC P-384, OpenSSH) for SuperNode authentication and "
+        "OUT/signing/site.key (+site.pub; Ed25519) for signing publication certificates, private keys 0600.",
+    )
+    k.add_argument("--out", required=True, type=Path, help="the site's key directory")
+    k.add_argument("--force", action="store_true", help="replace existing keys (then enrol again)")
+    k.set_defaults(func=_site_keys)
+
+    e = sub.add_parser(
+        "enrol",
+        help="coordinator: register a site's public signing key (and policy digest) in the registry",
+        description="Copy a site's public signing key into the registry as <site-id>.pub (and its policy "
+        "digest as <site-id>.policy). Register its SuperNode key with Flower under the same name: "
+        "`flwr supernode register supernode.pub <connection> --name <site-id>`.",
+    )
+    e.add_argument("--registry", required=True, type=Path, help="the coordinator's site-keys directory")
+    e.add_argument("--site", required=True, help="the site id (as in its site TOML)")
+    e.add_argument("--signing-key", required=True, type=Path, help="the site's signing/site.pub")
+    e.add_argument("--policy-digest", help="the digest `fedsynth policy` printed at the site")
+    e.set_defaults(func=_enrol)
 
     q = sub.add_parser(
         "policy",

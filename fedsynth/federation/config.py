@@ -144,7 +144,7 @@ class DaemonSettings(StrictModel):
     """Site daemon knobs that are not about the data."""
 
     signing_key: Path | None = Field(
-        None, description="Ed25519 private key from `fedsynth certs`; default: workdir/keys/"
+        None, description="Ed25519 private key made here by `fedsynth site-keys`; default: the one key in workdir/keys/"
     )
     torch_threads: int = Field(0, ge=0, description="0 = leave torch's default")
     audit_dir: Path | None = Field(None, description="keep a copy of every outgoing message here")

@@ -30,6 +30,7 @@ import contextlib
 from collections.abc import Iterable, Iterator
 
 from flwr.app import Message, MessageType, RecordDict
+from flwr.proto.node_pb2 import NodeInfo  # noqa: F401 - the type Grid.get_nodes returns
 from flwr.serverapp import Grid
 
 from fedsynth.federation.protocol import message_nbytes
@@ -80,6 +81,12 @@ class MeteredGrid(Grid):
         ttl: float | None = None,
     ) -> Message:
         return self._inner.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        nodes = list(self._inner.get_nodes())
+        if self.allowed_nodes is None:
+            return nodes
+        return [n for n in nodes if n.node_id in self.allowed_nodes]
 
     def get_node_ids(self) -> Iterable[int]:
         ids = list(self._inner.get_node_ids())

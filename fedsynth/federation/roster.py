@@ -139,6 +139,9 @@ class Roster:
         msgs = [Message(ping, dst_node_id=i, message_type=P.MSG_PING) for i in ids]
         with self.method(Phase.SETUP):
             replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout_s))
+        # deployment: a node is the site it was enrolled as (`flwr supernode register ... --name <site-id>`),
+        # never what it says about itself
+        enrolled = {} if self.simulated else {n.node_id: n.name for n in self.grid.get_nodes()}
         claims: dict[str, list[Site]] = {}
         for r in replies:
             if r.has_error():
@@ -149,7 +152,13 @@ class Roster:
             except P.ProtocolError as err:
                 log.warning("node %s: malformed site info: %s", r.metadata.src_node_id, err)
                 continue
-            claims.setdefault(info.site_id, []).append(Site(r.metadata.src_node_id, info.site_id, info))
+            node = r.metadata.src_node_id
+            if not self.simulated and enrolled.get(node) != info.site_id:
+                name = enrolled.get(node) or "no name"
+                log.error("node %s claims to be %s but is enrolled as %s; it takes no part", node, info.site_id, name)
+                self.missing.setdefault(info.site_id, f"a node enrolled as {name} claimed this id")
+                continue
+            claims.setdefault(info.site_id, []).append(Site(node, info.site_id, info))
         for site_id, nodes in claims.items():
             if len(nodes) > 1:  # one of them is not who it says; neither is trusted with the name
                 log.error("site %s is claimed by %d nodes; none of them takes part", site_id, len(nodes))
