@@ -66,6 +66,13 @@ def test_report_has_the_design_keys(study):
     for c in pooled:  # issue 5's statistics: bootstrap CI around the mean difference, Wilcoxon, TOST
         assert c["a"] == "synthetic-pool" and c["ci_low"] <= c["mean_diff"] <= c["ci_high"]
         assert 0 <= c["p_wilcoxon"] <= 1 and 0 <= c["p_tost"] <= 1
+    verdicts = rep["patient_comparisons"]  # the headline: the patient as the unit, one verdict each
+    assert {(c["b"], c["metric"]) for c in verdicts} == {(b, m) for b in ("fedavg", "fedprox", "local-only",
+                                                                        "centralised-real") for m in ("psnr", "ssim")}
+    for c in verdicts:
+        assert c["unit"] == "patient" and c["n_patients"] == 3 and c["verdict"] in (
+            "superior", "equivalent", "non-inferior", "inferior", "inconclusive")
+        assert c["p_ttest_holm"] >= c["p_ttest"]
     psnr = rep["methods"]["fedavg"]["pooled"]["psnr"]
     assert psnr["ci_low"] <= psnr["mean"] <= psnr["ci_high"]
     validate_report(rep)

@@ -213,6 +213,9 @@ def evaluate(s: SiteSession, req: P.EvaluateRequest, weights: ArrayRecord) -> P.
     from fedsynth.tasks import evaluate_network
 
     s.use_threads()
-    res = evaluate_network(_model(req.task, weights), s.store().test_images(), req.task, req.seed)
+    store = s.store()
+    res = evaluate_network(_model(req.task, weights), store.test_images(), req.task, req.seed)
+    # patients numbered in an order that never leaves the site: the unit of analysis, not an identity
+    _, numbers = np.unique(store.test_patient_ids(), return_inverse=True)
     return P.EvaluateReply({k: np.asarray(res[k], dtype=np.float64).ravel().tolist()
-                            for k in P.EvaluateReply.METRICS})
+                            for k in P.EvaluateReply.METRICS}, numbers.astype(int).tolist())

@@ -85,7 +85,8 @@ class Study:
             steps.append((Phase.LOCAL_ONLY, lambda: local_only(r)))
         if t.centralised:
             steps.append((Phase.CENTRALISED_REAL, lambda: centralised_real(r)))
-        steps.append((Phase.EVALUATION, lambda: evaluate(r, self.state.evaluations, self._save)))
+        steps.append((Phase.EVALUATION,
+                      lambda: evaluate(r, self.state.evaluations, self.state.test_patients, self._save)))
         return steps
 
     def _train_generators(self) -> None:

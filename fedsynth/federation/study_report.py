@@ -56,7 +56,38 @@ def _notes(spec: StudySpec, state: StudyState, sites: list[str]) -> list[str]:
         "requests and the chunked publish; evaluation is counted separately.",
         "All models are scored on the same held-out real test slices of every site, degraded with "
         "the same seed, so per-image comparisons are paired.",
+        f"Verdicts (patient_comparisons) use the patient as the unit: {sum(len(set(v)) for v in state.test_patients.values())} "
+        f"test patients over {len(state.test_patients)} sites, per-patient mean differences, TOST with its 90 % CI, a "
+        "site-then-patient bootstrap, a mixed model, Holm's correction over the family; the per-slice "
+        "comparisons are description only (slices of one patient are not independent). One seed, one split.",
     ]
+
+
+#: Metrics where lower is better (the verdict's "better" direction).
+_LOWER_IS_BETTER = ("rmse", "rmse_hu")
+
+
+def _patient_comparisons(spec: StudySpec, state: StudyState, per_method: dict[str, Any]) -> list[dict[str, Any]]:
+    """synthetic-pool against every other method, with the patient as the unit, each ending in a verdict.
+
+    One family per test kind for Holm's correction: every (method, metric)
+    pair of the study. The margins are the scenario's, fixed before the run.
+    """
+    from fedsynth.report import add_verdicts, compare_by_patient
+
+    sc = spec.scenario
+    pool = per_method.get(Method.SYNTHETIC_POOL.value)
+    if pool is None or not state.test_patients:
+        return []
+    rows = []
+    for other in (Method.FEDAVG, Method(sc.training.second_strategy), Method.CENTRALISED_REAL, Method.LOCAL_ONLY):
+        if other.value not in per_method:
+            continue
+        for metric, margin in sc.margins.items():
+            row = compare_by_patient(pool, per_method[other.value], state.test_patients, metric, margin,
+                                     higher_is_better=metric not in _LOWER_IS_BETTER, seed=sc.seed)
+            rows.append({"a": Method.SYNTHETIC_POOL.value, "b": other.value, **row})
+    return add_verdicts(rows)
 
 
 def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: dict[str, str],
@@ -90,6 +121,7 @@ def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: 
                 pair = {Method.SYNTHETIC_POOL.value: per_method[Method.SYNTHETIC_POOL],
                         other.value: per_method[other]}
                 comparisons += compare(pair, reference_method=other.value, margins=sc.margins, seed=seed)
+    patient_comparisons = _patient_comparisons(spec, state, per_method)
     comm = {k: {**v, "total": v["sent"] + v["received"]} for k, v in sorted(state.bytes.items())}
     return ReportModel(
         scenario=sc.name,
@@ -101,6 +133,7 @@ def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: 
         methods=methods,
         local_only_cross_site=cross,
         comparisons=comparisons,
+        patient_comparisons=patient_comparisons,
         privacy=state.privacy,
         rejected_bundles=state.rejected_bundles,
         communication_bytes=comm,

@@ -42,6 +42,8 @@ class StudyState(StrictModel):
     publish_nonce: str = Field(default_factory=lambda: secrets.token_hex(16),
                                description="the publish request's nonce (kept, so a resumed study asks the same)")
     generators: dict[str, str] = Field(default_factory=dict, description="site -> generator checkpoint hash")
+    test_patients: dict[str, list[int]] = Field(
+        default_factory=dict, description="site -> the (site-local, anonymous) patient number of each test image")
     participants: dict[str, list[list[str]]] = Field(
         default_factory=dict, description="per weight-averaging method: the sites that trained in each round")
     missing: dict[str, str] = Field(default_factory=dict, description="site -> why it left the study")

@@ -1,6 +1,8 @@
 """The study's evidence: statistics, ``report.json`` (validated schema), ``report.html``.
 
 >>> rep = {"methods": summarise(scores), "comparisons": compare(scores, "real", DEFAULT_MARGINS)}
+>>> rep["patient_comparisons"] = add_verdicts([{"a": "synthetic", "b": "real",
+...     **compare_by_patient(scores["synthetic"], scores["real"], test_patients, "psnr", 0.5)}])
 >>> render_html(write_report(out, rep), out / "report.html")   # self-contained, opens offline
 
 Why it imports none of the stages whose results it reports (privacy,
@@ -19,10 +21,14 @@ from fedsynth.lazy import lazy_exports
 exports = {
     "DEFAULT_MARGINS": "fedsynth.report.stats",
     "ReportModel": "fedsynth.report.schema",
+    "add_verdicts": "fedsynth.report.patients",
     "bootstrap_ci": "fedsynth.report.stats",
     "compare": "fedsynth.report.summary",
+    "compare_by_patient": "fedsynth.report.patients",
+    "holm": "fedsynth.report.patients",
     "load_report": "fedsynth.report.schema",
     "paired_comparison": "fedsynth.report.stats",
+    "per_patient": "fedsynth.report.patients",
     "render_html": "fedsynth.report.html",
     "summarise": "fedsynth.report.summary",
     "tost_paired": "fedsynth.report.stats",
@@ -34,6 +40,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, exports)
 
 if TYPE_CHECKING:  # pragma: no cover
     from fedsynth.report.html import render_html  # noqa: F401
+    from fedsynth.report.patients import add_verdicts, compare_by_patient, holm, per_patient  # noqa: F401
     from fedsynth.report.schema import ReportModel, load_report, validate_report  # noqa: F401
     from fedsynth.report.stats import (  # noqa: F401
         DEFAULT_MARGINS,

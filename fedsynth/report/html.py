@@ -37,7 +37,12 @@ body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#22
 table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}.eq{color:#176117;font-weight:600}
 .neq{color:#8a1f1f}img{max-width:100%}.small{font-size:0.85em;color:#555}pre{background:#f7f7f7;padding:0.5em}
+.v-good{background:#e3f2e3;color:#176117;font-weight:600}.v-bad{background:#f8e1e1;color:#8a1f1f;font-weight:600}
+.v-none{background:#efefef;color:#555}
 """
+
+#: Verdict -> CSS class of its cell (green-ish good, red bad, grey inconclusive).
+_VERDICT_CLASS = {"equivalent": "v-good", "superior": "v-good", "non-inferior": "v-good", "inferior": "v-bad"}
 
 
 def _e(x: Any) -> str:
@@ -76,6 +81,40 @@ def _methods_table(rep: ReportModel) -> str:
             rows.append(f"<tr><td>{_e(name)}{label}</td><td>{_e(site)}</td>{cells}<td>{sm.n}</td></tr>")
     head = "<tr><th>method</th><th>site</th><th>PSNR (dB)</th><th>SSIM</th><th>RMSE</th><th>n</th></tr>"
     return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _ci(lo: float | None, hi: float | None) -> str:
+    return "–" if lo is None or hi is None else f"[{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _verdicts_table(rep: ReportModel) -> str:
+    """The study's answers: one row per patient-level comparison, verdict coloured; empty when there are none."""
+    if not rep.patient_comparisons:
+        return ""
+    head = ("<tr><th>a</th><th>b</th><th>metric</th><th>patients</th><th>mean diff (a − b)</th><th>90 % CI</th>"
+            "<th>bootstrap 95 % CI</th><th>mixed-model estimate [CI]</th><th>p (t, Holm)</th>"
+            "<th>p (TOST, Holm)</th><th>verdict</th></tr>")
+    rows = []
+    for c in rep.patient_comparisons:
+        direction = "" if c.higher_is_better else ' <span class="small">(lower is better)</span>'
+        site = "" if c.site == "pooled" else f' <span class="small">{_e(c.site)}</span>'
+        mixed = "–" if c.mixed is None else f"{_fmt(c.mixed.estimate)} {_ci(c.mixed.ci_low, c.mixed.ci_high)}"
+        verdict = c.verdict or "–"
+        title = f' title="{_e(c.verdict_text)}"' if c.verdict_text else ""
+        rows.append(
+            f"<tr><td>{_e(c.a)}</td><td>{_e(c.b)}</td><td>{_e(c.metric)}{direction}{site}</td>"
+            f"<td>{c.n_patients}</td><td>{_fmt(c.mean_diff)}</td><td>{_ci(c.ci90_low, c.ci90_high)}</td>"
+            f"<td>{_ci(c.ci95_low, c.ci95_high)}</td><td>{mixed}</td><td>{_fmt(c.p_ttest_holm)}</td>"
+            f"<td>{_fmt(c.p_tost_holm)}</td>"
+            f'<td class="{_VERDICT_CLASS.get(verdict, "v-none")}"{title}>{_e(verdict)} (±{_fmt(c.margin)})</td></tr>'
+        )
+    note = ('<p class="small">Each patient counts once: a patient\'s slices are averaged before testing. '
+            "Equivalent when the 90 % CI lies within ±margin (TOST, Holm-adjusted p &lt; 0.05); superior / "
+            "inferior by the paired t-test on patients; non-inferior by the one-sided test against the margin. "
+            "Holm's correction runs over all rows, one family per kind of test. The bootstrap resamples sites, "
+            "then patients within them; the mixed model (random intercepts for site and patient) is a "
+            "sensitivity check whose Wald CI is optimistic with few sites.</p>")
+    return f"<h2>Verdicts (patient as the unit)</h2><table>{head}{''.join(rows)}</table>{note}"
 
 
 def _comparisons_table(rep: ReportModel) -> str:
@@ -165,10 +204,13 @@ def render_html(
 <p class="small">PSNR and SSIM with data range 1 on the normalised [0, 1] scale (SSIM: MONAI, 11×11 Gaussian window,
 σ 1.5); means with percentile-bootstrap 95% CIs. Comparisons are paired over the same test images:
 a paired t-test and Wilcoxon signed-rank test for a difference, and TOST for equivalence within ±margin
-(equivalent when p<sub>TOST</sub> &lt; 0.05). A large t-test p-value alone is not evidence of equivalence.</p>
+(equivalent when p<sub>TOST</sub> &lt; 0.05). A large t-test p-value alone is not evidence of equivalence.
+Verdicts count patients, not slices (slices of one patient are not independent); the per-slice comparisons
+are description only.</p>
+{_verdicts_table(rep)}
 <h2>Metrics</h2>{_methods_table(rep)}
 {_bars(rep)}
-<h2>Paired comparisons</h2>{_comparisons_table(rep)}
+<h2>Paired comparisons per slice (descriptive; slices of one patient are not independent)</h2>{_comparisons_table(rep)}
 {_figures(figures_inputs)}
 <h2>Privacy gate</h2>{_kv_table(privacy)}
 <h2>Communication (bytes)</h2>{_kv_table(rep.communication_bytes)}

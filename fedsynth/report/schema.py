@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -28,6 +28,8 @@ __all__ = [
     "Comparison",
     "MethodResult",
     "MetricSummary",
+    "MixedModelFit",
+    "PatientComparison",
     "PrivacySite",
     "ReportModel",
     "SiteMetrics",
@@ -93,6 +95,55 @@ class Comparison(StrictModel):
     significant: bool | None = None
 
 
+class MixedModelFit(StrictModel):
+    """The mixed model's fixed intercept (mean per-image difference) with its Wald CI and p."""
+
+    model_config = ConfigDict(extra="allow")
+    estimate: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p: float | None = None
+    model: str | None = Field(None, description="random intercepts fitted: 'site + patient' or 'patient'")
+
+
+class PatientComparison(StrictModel):
+    """``a - b`` on one metric with the patient as the unit (:func:`fedsynth.report.compare_by_patient`).
+
+    ``ci90_*`` is the t-interval that matches TOST at alpha (level 1 - 2 alpha),
+    ``ci95_*`` the site-then-patient bootstrap (level 1 - alpha); the ``*_holm``
+    p-values and ``verdict`` are added by :func:`fedsynth.report.add_verdicts`.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    a: str
+    b: str
+    metric: str
+    site: str = "pooled"
+    unit: str = "patient"
+    n_patients: int = Field(..., ge=0)
+    n_sites: int | None = Field(None, ge=0)
+    n_images: int | None = Field(None, ge=0)
+    mean_diff: float | None
+    ci90_low: float | None = None
+    ci90_high: float | None = None
+    ci95_low: float | None = None
+    ci95_high: float | None = None
+    p_ttest: float | None
+    p_wilcoxon: float | None = None
+    p_tost: float | None
+    p_noninferior: float | None = None
+    margin: float = Field(..., gt=0)
+    higher_is_better: bool = True
+    alpha: float | None = Field(None, gt=0, lt=0.5)
+    mixed: MixedModelFit | None = None
+    skipped_sites: dict[str, str] = Field(default_factory=dict)
+    p_ttest_holm: float | None = None
+    p_tost_holm: float | None = None
+    p_noninferior_holm: float | None = None
+    verdict: Literal["superior", "equivalent", "non-inferior", "inferior", "inconclusive"] | None = None
+    verdict_text: str | None = None
+
+
 class PrivacySite(StrictModel):
     """The gate's statistics for one site (thresholds/distances may be per metric)."""
 
@@ -119,7 +170,9 @@ class ReportModel(StrictModel):
 
     The DESIGN keys (``methods``, ``comparisons``, ``privacy``,
     ``communication_bytes``, ``wall_seconds``) plus what a federated study
-    adds (scenario, sites, cross-site local-only scores, rejected bundles).
+    adds (scenario, sites, cross-site local-only scores, rejected bundles)
+    and ``patient_comparisons``: the verdicts, with the patient as the unit
+    (``comparisons`` are per slice and descriptive only).
     Written with only the fields its maker set (:func:`fedsynth.report.write_report`).
     """
 
@@ -133,6 +186,8 @@ class ReportModel(StrictModel):
     methods: dict[str, MethodResult]
     local_only_cross_site: dict[str, dict[str, SiteMetrics]] = Field(default_factory=dict)
     comparisons: list[Comparison] = Field(default_factory=list)
+    patient_comparisons: list[PatientComparison] = Field(
+        default_factory=list, description="comparisons with the patient as the unit, each with a verdict")
     privacy: dict[str, PrivacySite] = Field(default_factory=dict)
     rejected_bundles: dict[str, str] = Field(default_factory=dict)
     communication_bytes: dict[str, int | Traffic] = Field(default_factory=dict)

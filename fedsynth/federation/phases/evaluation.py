@@ -35,8 +35,11 @@ def model_names(run: StudyRun) -> list[str]:
     return [n for n in names if run.models.has(n)]
 
 
-def evaluate(run: StudyRun, done: Evaluations, record: Callable[[], None]) -> None:
-    """Fill ``done[model][site]`` with per-image metrics; call ``record()`` after each model."""
+def evaluate(run: StudyRun, done: Evaluations, patients: dict[str, list[int]], record: Callable[[], None]) -> None:
+    """Fill ``done[model][site]`` with per-image metrics and ``patients[site]`` with each image's patient number.
+
+    ``record()`` is called after each model (the study saves its state).
+    """
     sc = run.spec.scenario
     request = P.EvaluateRequest(task=sc.task, seed=sc.seed + EVALUATION_SEED_OFFSET)
     for name in model_names(run):
@@ -48,5 +51,8 @@ def evaluate(run: StudyRun, done: Evaluations, record: Callable[[], None]) -> No
         with run.roster.method(Phase.EVALUATION):
             replies = run.roster.ask(todo, P.MSG_EVALUATE, lambda s, c=content: c, run.timeout_s)
         for sid, r in replies.items():
-            done.setdefault(name, {})[sid] = P.EvaluateReply.from_content(r.content).per_image
+            reply = P.EvaluateReply.from_content(r.content)
+            done.setdefault(name, {})[sid] = reply.per_image
+            if reply.patients:
+                patients[sid] = reply.patients
         record()

@@ -12,7 +12,7 @@ travel with ``-`` for ``_`` (``n-train``), the names Flower's strategies use.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -314,10 +314,16 @@ class EvaluateRequest(BaseModel):
 
 @dataclass(frozen=True)
 class EvaluateReply:
-    """Reply to ``evaluate``: per-image PSNR/SSIM/RMSE (lists) and their means; metrics only."""
+    """Reply to ``evaluate``: per-image PSNR/SSIM/RMSE (lists), their means, and each image's patient number.
+
+    ``patients[i]`` numbers the patient of image ``i`` 0, 1, 2, ... in an
+    order only the site knows: enough for the coordinator to use the patient
+    as the statistical unit, nothing that names one.
+    """
 
     METRICS: ClassVar[tuple[str, ...]] = ("psnr", "ssim", "rmse")
     per_image: dict[str, list[float]]
+    patients: list[int] = field(default_factory=list)
 
     def to_content(self) -> RecordDict:
         n = len(self.per_image.get("psnr", []))
@@ -325,15 +331,20 @@ class EvaluateReply:
         for k, v in self.per_image.items():
             metrics[k] = [float(x) for x in v]
             metrics[f"{k}-mean"] = float(np.mean(v)) if len(v) else 0.0
+        metrics["patient"] = [int(p) for p in self.patients]
         return RecordDict({METRICS_KEY: MetricRecord(metrics)})
 
     @classmethod
     def from_content(cls, content: RecordDict) -> EvaluateReply:
         m = _record(content, METRICS_KEY)
         try:
-            return cls({k: [float(x) for x in m[k]] for k in cls.METRICS})
+            per_image = {k: [float(x) for x in m[k]] for k in cls.METRICS}
+            patients = [int(x) for x in m.get("patient", [])]
         except (KeyError, TypeError, ValueError) as err:
             raise ProtocolError(f"malformed evaluate reply ({type(err).__name__}: {err})") from None
+        if patients and len(patients) != len(per_image["psnr"]):
+            raise ProtocolError(f"evaluate reply: {len(patients)} patient numbers for {len(per_image['psnr'])} images")
+        return cls(per_image, patients)
 
 
 def weights_of(content: RecordDict) -> ArrayRecord:
