@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
-__all__ = ["LOG_FORMAT", "LOOPBACK_ENV", "apply_loopback_env", "setup_logging"]
+__all__ = ["LOG_FORMAT", "LOOPBACK_ENV", "PROGRESS_LOGGERS", "apply_loopback_env", "log_to_file", "quiet_console",
+           "setup_logging"]
 
 #: Environment every fedsynth process sets (Flower notes: Ray on loopback only, no telemetry,
 #: no update checks, no dependency installation at run time).
@@ -58,3 +60,55 @@ def setup_logging(level: int = logging.INFO, *, only_if_unconfigured: bool = Fal
     third_party = logging.DEBUG if level <= logging.DEBUG else logging.WARNING
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(third_party)
+
+
+#: Loggers whose INFO lines a person running a study wants on the terminal (the phases and their timing).
+PROGRESS_LOGGERS = ("fedsynth.federation.study",)
+
+
+class _ConsoleFilter(logging.Filter):
+    """Terminal: fedsynth's warnings and errors, and the study's progress lines; nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("fedsynth"):
+            return False
+        return record.levelno >= logging.WARNING or record.name in PROGRESS_LOGGERS
+
+
+def log_to_file(path: Path, level: int = logging.INFO) -> None:
+    """Also write every record of this process at ``level`` or above to ``path`` (appending; once per path)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    target = str(path.resolve())
+    if any(isinstance(h, logging.FileHandler) and h.baseFilename == target for h in root.handlers):
+        return
+    handler = logging.FileHandler(target, encoding="utf-8")
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    if root.level > level or root.level == logging.NOTSET:
+        root.setLevel(level)
+
+
+def quiet_console(log_file: Path, verbose: bool = False) -> None:
+    """Send everything to ``log_file``; keep the terminal to what a person can act on.
+
+    Why: a study's own progress drowns in other libraries' start-up lines,
+    Flower's debug output and Ray's actor prefixes. Without ``verbose`` the
+    terminal shows the study's phases and fedsynth's warnings; Flower's own
+    console handler is removed (its records still reach the file).
+    """
+    log_to_file(log_file, logging.DEBUG if verbose else logging.INFO)
+    if verbose:
+        return
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.addFilter(_ConsoleFilter())
+    import flwr.supercore.logger  # noqa: F401 - Flower adds its console handler when this is first imported
+
+    flwr = logging.getLogger("flwr")
+    for handler in list(flwr.handlers):
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            flwr.removeHandler(handler)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -108,3 +108,43 @@ def test_lazy_faces_resolve_every_name_and_import_nothing_heavy() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_quiet_console_keeps_the_terminal_to_progress_and_the_file_to_everything(tmp_path):
+    """Other libraries' chatter goes to the study log only; the study's phases and fedsynth warnings stay visible."""
+    import io
+    import logging
+
+    from fedsynth.runtime import quiet_console
+
+    root = logging.getLogger()
+    stream = io.StringIO()
+    console = logging.StreamHandler(stream)
+    saved = {h: list(h.filters) for h in root.handlers}
+    saved_flwr = list(logging.getLogger("flwr").handlers)
+    old_level = root.level
+    root.addHandler(console)
+    try:
+        quiet_console(tmp_path / "logs" / "study.log")
+        logging.getLogger("flwr").warning("DEPRECATED FEATURE: something from Flower")
+        logging.getLogger("alembic.runtime").info("setup plugin")
+        logging.getLogger("fedsynth.data.ingest").info("ingested 192 slices")
+        logging.getLogger("fedsynth.federation.study").info("phase 2/8 publish: start")
+        logging.getLogger("fedsynth.federation.roster").warning("site site-2 dropped from the study")
+        for h in root.handlers:
+            h.flush()
+        shown = stream.getvalue()
+        assert "phase 2/8 publish" in shown and "site-2 dropped" in shown
+        assert "Flower" not in shown and "ingested" not in shown and "plugin" not in shown
+        logged = (tmp_path / "logs" / "study.log").read_text()
+        assert "DEPRECATED FEATURE" in logged and "ingested 192 slices" in logged and "phase 2/8" in logged
+    finally:
+        root.removeHandler(console)
+        for h in list(root.handlers):
+            if isinstance(h, logging.FileHandler) and h.baseFilename.startswith(str(tmp_path)):
+                root.removeHandler(h)
+                h.close()
+            elif h in saved:
+                h.filters = saved[h]
+        logging.getLogger("flwr").handlers = saved_flwr
+        root.setLevel(old_level)

@@ -29,8 +29,9 @@ from fedsynth.federation import protocol as P
 from fedsynth.federation import site_actions as act
 from fedsynth.federation.mods import make_audit_mod
 from fedsynth.federation.site_session import SiteSession, site_session
+from fedsynth.federation.study_dir import StudyLayout
 from fedsynth.privacy.policy import PolicyRefusal
-from fedsynth.runtime import setup_logging
+from fedsynth.runtime import log_to_file, setup_logging
 
 __all__ = ["app", "build_client_app"]
 
@@ -70,6 +71,8 @@ def build_client_app(study_dir: Path | None = None, audit: bool = True) -> Clien
 
     def safe(handler: Handler) -> Callable[[Message, Context], Message]:
         def wrapped(msg: Message, context: Context) -> Message:
+            if study_dir is not None:  # a simulated site: its log goes into the study directory
+                log_to_file(StudyLayout(study_dir).site_log)
             try:
                 return Message(handler(site_session(context, study_dir), msg), reply_to=msg)
             except PolicyRefusal as err:  # built from config values only: the coordinator must see why

@@ -15,11 +15,18 @@ log = logging.getLogger(__name__)
 def _simulate(args: argparse.Namespace) -> int:
     from fedsynth.federation.config import load_scenario
     from fedsynth.federation.simulation import run_simulated_study
+    from fedsynth.federation.study_dir import StudyLayout
+    from fedsynth.runtime import quiet_console
 
     scenario = load_scenario(args.scenario)
+    log_file = StudyLayout(Path(args.out)).study_log
+    quiet_console(log_file, verbose=args.verbose)
+    print(f"study '{scenario.name}': {scenario.cohort.sites} simulated sites in {args.out} "
+          f"(full log: {log_file}{'' if args.verbose else '; -v shows it here'})")
     t0 = time.perf_counter()
     report = run_simulated_study(scenario, Path(args.out), cpus_per_site=args.cpus_per_site,
-                                 show_progress=True, audit_dir=Path(args.audit_dir) if args.audit_dir else None)
+                                 show_progress=True, audit_dir=Path(args.audit_dir) if args.audit_dir else None,
+                                 verbose=args.verbose)
     print(f"study '{scenario.name}' finished in {time.perf_counter() - t0:.0f} s")
     for phase, sec in report.get("wall_seconds", {}).items():
         print(f"  {phase:<24} {sec:8.1f} s")
@@ -30,6 +37,11 @@ def _simulate(args: argparse.Namespace) -> int:
         psnr, ssim = metric_mean(m.pooled.psnr), metric_mean(m.pooled.ssim)
         if psnr is not None and ssim is not None:
             print(f"  {name:<18} PSNR {psnr:6.2f}  SSIM {ssim:.4f}  (n={m.pooled.n})")
+    verdicts = report.get("patient_comparisons") or []
+    if verdicts:
+        print("verdicts (the patient as the unit; Holm-corrected):")
+        for c in verdicts:
+            print(f"  {c.get('verdict_text', c.get('verdict'))}")
     if report.get("missing_sites"):
         print(f"  missing sites: {', '.join(report['missing_sites'])}")
     print(f"report: {Path(args.out) / 'report.json'} and report.html")

@@ -31,10 +31,13 @@ def run_simulated_study(
     cpus_per_site: float = 1.0,
     show_progress: bool = False,
     audit_dir: Path | None = None,
+    verbose: bool = True,
 ) -> dict[str, Any]:
     """Prepare ``out`` and run the study on the Simulation Engine; returns ``report.json``'s content.
 
     ``audit_dir``: every simulated site keeps a copy of each message it sends there (leak audit).
+    The sites log to ``out/logs/sites.log``; ``verbose`` also relays their lines (Ray's actor
+    output) to this process's terminal.
     """
     apply_loopback_env()
     t0 = time.perf_counter()
@@ -54,7 +57,7 @@ def run_simulated_study(
             backend_config={
                 "client_resources": {"num_cpus": cpus_per_site, "num_gpus": 0.0},
                 "init_args": {"num_cpus": ncpu, "include_dashboard": False,
-                              "_node_ip_address": "127.0.0.1", "log_to_driver": True},
+                              "_node_ip_address": "127.0.0.1", "log_to_driver": bool(verbose)},
             },
         )
     except FedsynthError:

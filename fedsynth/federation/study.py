@@ -116,11 +116,11 @@ class Study:
 
         self.ctx.pool.check(key_of, self.state.study_id)
 
-    def _phase(self, name: Phase, fn: Callable[[], None]) -> None:
+    def _phase(self, name: Phase, fn: Callable[[], None], step: str = "") -> None:
         if name in self.state.done:
-            log.info("phase %s: already finished, skipped (resume)", name)
+            log.info("phase %s%s: already finished, skipped (resume)", step, name)
             return
-        log.info("phase %s: start", name)
+        log.info("phase %s%s: start", step, name)
         t0 = time.perf_counter()
         try:
             fn()
@@ -131,7 +131,7 @@ class Study:
         self.state.wall_seconds[name.value] = self.state.wall_seconds.get(name.value, 0.0) + dt
         self.state.done.append(name.value)
         self._save()
-        log.info("phase %s: done in %.1f s", name, dt)
+        log.info("phase %s%s: done in %.1f s", step, name, dt)
 
     # ---------------------------------------------------------------- report
     def report(self) -> Any:
@@ -149,8 +149,9 @@ class Study:
             self.state.wall_seconds[Phase.SETUP.value] = time.perf_counter() - t0
         if self.ctx.pool.count():  # a resumed study: what was pooled before must still check out
             self._check_pool()
-        for name, fn in self.phases():
-            self._phase(name, fn)
+        steps = self.phases()
+        for i, (name, fn) in enumerate(steps, start=1):
+            self._phase(name, fn, f"{i}/{len(steps)} ")
         t1 = time.perf_counter()
         write_study_report(self.layout, self.report(), self.ctx.pool)
         self.state.wall_seconds[Phase.REPORT.value] = time.perf_counter() - t1

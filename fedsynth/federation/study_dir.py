@@ -12,6 +12,7 @@ OUT/coordinator/state.json      finished phases, evaluations, bytes (resume)
 OUT/pool/                       the synthetic pool (objects/ + manifest.sqlite)
 OUT/models/<method>.pt          every trained network
 OUT/report.json, report.html    the evidence
+OUT/logs/study.log, sites.log   everything the coordinator and (simulated) sites logged
 ```
 
 Where a run's spec comes from (:func:`resolve_study`): a study directory the
@@ -120,6 +121,14 @@ class StudyLayout:
 
     def model(self, name: str) -> Path:
         return self.models / f"{name}.pt"
+
+    @property
+    def study_log(self) -> Path:
+        return self.out / "logs" / "study.log"
+
+    @property
+    def site_log(self) -> Path:
+        return self.out / "logs" / "sites.log"
 
     @property
     def report_json(self) -> Path:
