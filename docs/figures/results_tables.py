@@ -25,6 +25,21 @@ def main(path: str) -> None:
         p = v["pooled"]
         print(f"| {m} | " + " | ".join(cells) + f" | {mean(p['psnr']):.2f} [{p['psnr']['ci_low']:.2f}, {p['psnr']['ci_high']:.2f}] / "
               f"{mean(p['ssim']):.4f} (n = {p['n']}) |")
+    verdicts = r.get("patient_comparisons") or []
+    if verdicts:
+        print("\n| a | b | metric | patients | mean diff | 90 % CI | bootstrap 95 % CI | mixed model [95 % CI] "
+              "| p t (Holm) | p TOST (Holm) | verdict |")
+        print("| --- | --- | --- | ---: | ---: | --- | --- | --- | ---: | ---: | --- |")
+
+        def f(x: float | None, fmt: str = "+.3f") -> str:
+            return "–" if x is None else format(x, fmt)
+
+        for c in verdicts:
+            mx = c.get("mixed") or {}
+            mixed = f"{f(mx.get('estimate'))} [{f(mx.get('ci_low'))}, {f(mx.get('ci_high'))}]" if mx else "–"
+            print(f"| {c['a']} | {c['b']} | {c['metric']} | {c['n_patients']} | {f(c['mean_diff'])} | "
+                  f"[{f(c['ci90_low'])}, {f(c['ci90_high'])}] | [{f(c['ci95_low'])}, {f(c['ci95_high'])}] | {mixed} | "
+                  f"{f(c['p_ttest_holm'], '.2g')} | {f(c['p_tost_holm'], '.2g')} | {c['verdict']} (±{c['margin']}) |")
     print("\n| a | b | metric | mean diff (a − b) [95% CI] | p t-test | p Wilcoxon | p TOST | margin | equivalent |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for c in r["comparisons"]:
