@@ -106,8 +106,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("scenario", nargs="?", default="default",
                    help="scenario name in simulations/ (default, mri_sr) or a TOML path (default: default)")
     p.add_argument("--out", required=True, help="study directory (pool, models, report)")
-    p.add_argument("--cpus-per-site", type=float, default=1.0,
-                   help="CPUs Ray reserves per site app (default 1: two sites at a time on 2 cores)")
+    p.add_argument("--cpus-per-site", type=float, default=None,
+                   help="CPUs Ray reserves per site app (default: all sites at once, cores / sites, at most 1)")
     p.add_argument("--audit-dir", help="keep a copy of every message a site sends here (leak audit)")
     p.set_defaults(func=_simulate)
 

@@ -12,6 +12,7 @@ prepared study directory.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -28,13 +29,17 @@ __all__ = ["run_simulated_study"]
 def run_simulated_study(
     scenario: ScenarioConfig,
     out: Path,
-    cpus_per_site: float = 1.0,
+    cpus_per_site: float | None = None,
     show_progress: bool = False,
     audit_dir: Path | None = None,
     verbose: bool = True,
 ) -> dict[str, Any]:
     """Prepare ``out`` and run the study on the Simulation Engine; returns ``report.json``'s content.
 
+    ``cpus_per_site``: the CPUs Ray reserves per site app; default: all sites at once
+    (cores / sites, at most 1). Each simulated site trains with one torch thread, so on 2 cores
+    three sites at once finish sooner than two at a time plus one alone (measured on the default
+    study: generators 375 s vs 462 s, whole study 8 min 35 s vs 10 min 30 s, identical results).
     ``audit_dir``: every simulated site keeps a copy of each message it sends there (leak audit).
     The sites log to ``out/logs/sites.log``; ``verbose`` also relays their lines (Ray's actor
     output) to this process's terminal.
@@ -49,6 +54,8 @@ def run_simulated_study(
     from fedsynth.federation.server_app import build_server_app
 
     ncpu = max(1, os.cpu_count() or 1)
+    if cpus_per_site is None:  # rounded down: Ray must fit every site's share into the cores exactly
+        cpus_per_site = min(1.0, math.floor(100 * ncpu / scenario.cohort.sites) / 100)
     try:
         run_simulation(
             server_app=build_server_app(spec.out),
