@@ -82,6 +82,10 @@ def test_report_has_the_design_keys(study):
     for site, row in rep["privacy"].items():
         assert row["n_published"] > 0, site
         assert row["policy_digest"].startswith("sha256:")
+        for metric, mem in row["memorisation"]["metrics"].items():  # measured at the site, signed, numbers only
+            assert 0.0 <= mem["membership_auc"] <= 1.0 and 0.0 <= mem["near_copy_share"] <= 1.0, metric
+            lo, hi = row["threshold_ci95_over_patients"][metric]
+            assert lo <= row["threshold"][metric] <= hi
         for metric, thr in row["threshold"].items():
             assert row["min_nn_distance"][metric] >= thr
 

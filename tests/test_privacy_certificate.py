@@ -326,3 +326,31 @@ def test_the_binding_is_signed_and_checked(tmp_path: Path) -> None:
     unbound = sign_certificate(res.certificate, load_private_key(priv))
     with pytest.raises(GateError, match="not bound"):
         verify_certificate(unbound, key, res.accepted, expected=ok)
+
+
+def test_memorisation_audit_in_numbers_only() -> None:
+    """Copies of training slices hug the training set; fresh patients do not; CIs resample patients."""
+    from fedsynth.privacy.audit import memorisation
+
+    refs, ids = cohort(seed=1, patients=6)
+    train, train_ids, test, test_ids = refs[:24], ids[:24], refs[24:], ids[24:]
+    gate = PrivacyGate(train, GateConfig(), reference_groups=train_ids)
+    copies = memorisation(gate, train[::2].copy(), test, test_ids, n_boot=200)
+    fresh, _ = cohort(seed=5, patients=2)
+    new = memorisation(gate, fresh, test, test_ids, n_boot=200)
+    for m in ("pixel_rmse", "ncc_robust"):
+        c, f = copies["metrics"][m], new["metrics"][m]
+        assert c["near_copy_share"] == 1.0 and f["near_copy_share"] < 1.0
+        assert c["membership_auc"] > 0.7 and c["membership_auc"] > f["membership_auc"]
+        lo, hi = c["membership_auc_ci95"]
+        assert lo <= c["membership_auc"] <= hi
+    text = json.dumps(copies)
+    assert not any(str(p) in text for p in set(ids))  # numbers only: no patient id leaves with it
+
+
+def test_calibrated_thresholds_carry_a_ci_over_patients() -> None:
+    refs, ids = cohort(seed=1)
+    gate = PrivacyGate(refs, GateConfig(), reference_groups=ids)
+    for m, entry in gate.metrics.items():
+        lo, hi = entry["calibration"]["ci95_over_patients"]
+        assert lo <= entry["calibration"]["value"] <= hi and lo < hi, m

@@ -128,7 +128,11 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
     accepted = np.ascontiguousarray(res.accepted, dtype=np.float32)
     if len(accepted) == 0:
         raise GateError(f"site {s.site_id}: the gate accepted no image")
-    signed = sign_certificate(res.certificate, load_private_key(s.runtime.signing_key), site_id=s.site_id,
+    from fedsynth.privacy.audit import memorisation
+
+    audit = memorisation(gate, accepted, store.test_images(), store.test_patient_ids(), seed=req.seed)
+    cert = res.certificate.model_copy(update={"memorisation": audit})
+    signed = sign_certificate(cert, load_private_key(s.runtime.signing_key), site_id=s.site_id,
                               study_id=req.study_id, nonce=req.nonce, policy_digest=policy.digest())
     stats = {"n-accepted": int(len(accepted)), "quota-met": bool(res.quota_met),
              "acceptance-rate": float(res.acceptance_rate),

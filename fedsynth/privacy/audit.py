@@ -24,7 +24,7 @@ from fedsynth.privacy.config import GateConfig
 from fedsynth.privacy.gate import PrivacyGate
 from fedsynth.privacy.search import ReferenceIndex
 
-__all__ = ["audit_synthetic", "membership_auc", "plot_audit"]
+__all__ = ["audit_synthetic", "membership_auc", "memorisation", "plot_audit"]
 
 
 def membership_auc(train_dist: np.ndarray, test_dist: np.ndarray) -> float:
@@ -68,6 +68,68 @@ def audit_synthetic(
             "test_flagged_share": float(np.mean(d_test < tau)),
             "membership_auc": membership_auc(to_syn_train, to_syn_test),
             "hist": {"synthetic_to_train": d_syn.tolist(), "test_to_train": d_test.tolist()},
+        }
+    return out
+
+
+def _patient_bootstrap(train_d: np.ndarray, train_g: np.ndarray, test_d: np.ndarray, test_g: np.ndarray,
+                       seed: int, n_boot: int) -> tuple[float | None, float | None]:
+    """95 % CI of the membership AUC, resampling patients (not slices) on both sides."""
+    rng = np.random.default_rng(seed)
+    tr_ids, te_ids = np.unique(train_g), np.unique(test_g)
+    if len(tr_ids) < 2 or len(te_ids) < 2:
+        return None, None
+    tr_rows = {p: np.flatnonzero(train_g == p) for p in tr_ids}
+    te_rows = {p: np.flatnonzero(test_g == p) for p in te_ids}
+    aucs = []
+    for _ in range(n_boot):
+        a = np.concatenate([tr_rows[p] for p in rng.choice(tr_ids, len(tr_ids))])
+        b = np.concatenate([te_rows[p] for p in rng.choice(te_ids, len(te_ids))])
+        aucs.append(membership_auc(train_d[a], test_d[b]))
+    lo, hi = np.percentile(aucs, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def memorisation(
+    gate: PrivacyGate,
+    published: np.ndarray,
+    test: np.ndarray,
+    test_groups: np.ndarray,
+    seed: int = 0,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """How much a site's published set remembers of its training patients, per metric (numbers only).
+
+    Run at the site after the gate, with its held-out patients as the
+    non-members (they are only read, never used to choose anything):
+
+    - ``membership_auc``: can an attacker holding the published images tell
+      training patients from held-out ones by how close each real slice is to
+      its nearest published image? 0.5 = no signal; its ``ci95`` resamples
+      patients on both sides (slices of one patient are not independent).
+    - ``near_copy_share``: the share of published images nearer to a training
+      slice than 95 % of held-out slices are (their 5th percentile of
+      held-out→train distances): about 0.05 if the published images sit where
+      new patients would, more if they hug the training set.
+    """
+    pub = np.ascontiguousarray(published, np.float32)
+    held = gate.check(np.ascontiguousarray(test, np.float32))
+    pub_to_train = gate.check(pub)
+    syn_index = ReferenceIndex(pub, gate.cfg)
+    train = gate.index.references
+    out: dict[str, Any] = {"n_published": int(len(pub)), "n_test_patients": int(len(np.unique(test_groups))),
+                           "metrics": {}}
+    for m in gate.metrics:
+        to_syn_train, _ = syn_index.search(m, np.ascontiguousarray(train, np.float32))
+        to_syn_test, _ = syn_index.search(m, np.ascontiguousarray(test, np.float32))
+        lo, hi = _patient_bootstrap(to_syn_train, np.asarray(gate.groups), to_syn_test, np.asarray(test_groups),
+                                    seed, n_boot) if gate.groups is not None else (None, None)
+        p05 = float(np.percentile(held.distances[m], 5))
+        out["metrics"][m] = {
+            "membership_auc": membership_auc(to_syn_train, to_syn_test),
+            "membership_auc_ci95": [lo, hi],
+            "held_out_p05": p05,
+            "near_copy_share": float(np.mean(pub_to_train.distances[m] < p05)),
         }
     return out
 

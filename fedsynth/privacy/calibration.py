@@ -33,7 +33,7 @@ def _key(index: ReferenceIndex, groups: np.ndarray, cfg: GateConfig, metric: str
     h.update(index.fingerprint.encode())
     h.update("\0".join(map(str, groups)).encode())
     h.update(json.dumps([metric, cfg.percentile, cfg.max_shift, cfg.flips, cfg.calibration_max_queries,
-                         cfg.seed]).encode())
+                         cfg.seed, "ci-v2"]).encode())
     return h.hexdigest()[:24]
 
 
@@ -57,10 +57,17 @@ def calibrate(index: ReferenceIndex, groups: np.ndarray, cfg: GateConfig, metric
     rng = np.random.default_rng(cfg.seed)
     q = np.sort(rng.choice(n, size=min(n, cfg.calibration_max_queries), replace=False))
     dist, _ = index.search(metric, np.asarray(index.references[q]), query_groups=groups[q], reference_groups=groups)
-    dist = dist[np.isfinite(dist)]
+    ok = np.isfinite(dist)
+    dist, qgroups = dist[ok], groups[q][ok]
     if len(dist) == 0:
         raise GateError("calibration found no pair of slices from different patients")
     value = float(np.percentile(dist, cfg.percentile))
+    # how much the threshold depends on which patients happened to be at this site: resample patients
+    rng_b = np.random.default_rng(cfg.seed + 1)
+    ids = np.unique(qgroups)
+    rows = {p: dist[qgroups == p] for p in ids}
+    boot = [float(np.percentile(np.concatenate([rows[p] for p in rng_b.choice(ids, len(ids))]), cfg.percentile))
+            for _ in range(1000)]
     result = {
         "method": "leave-one-patient-out nearest distance",
         "percentile": cfg.percentile,
@@ -68,6 +75,7 @@ def calibrate(index: ReferenceIndex, groups: np.ndarray, cfg: GateConfig, metric
         "n_queries": int(len(q)),
         "n_patients": int(n_patients),
         "quantiles": {str(p): float(np.percentile(dist, p)) for p in (1, 5, 25, 50)},
+        "ci95_over_patients": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
     }
     log.info("calibrated %s: P%g of other-patient nearest distances = %.4f (%d queries, %d patients)",
              metric, cfg.percentile, value, len(q), n_patients)

@@ -138,6 +138,7 @@ class Certificate(_Part):
     published: list[str]
     summary: Summary
     binding: Binding | None = None  # absent from stand-alone `fedsynth gate` certificates
+    memorisation: dict[str, Any] | None = None  # the site's audit of what it publishes (privacy.audit.memorisation)
 
     def body(self) -> dict[str, Any]:
         """The JSON object that is signed: every field the maker set, nothing it left out."""

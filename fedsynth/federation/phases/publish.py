@@ -144,4 +144,7 @@ def privacy_row(run: StudyRun, site_id: str, rejected: dict[str, str]) -> dict[s
         "n_rejected": cert.summary.n_rejected,
         "acceptance_rate": cert.summary.acceptance_rate,
         "quota_met": cert.summary.quota_met,
+        "threshold_ci95_over_patients": {m: (v.calibration or {}).get("ci95_over_patients")
+                                         for m, v in cert.metrics.items()},
+        "memorisation": cert.memorisation,
     }
