@@ -73,7 +73,7 @@ def main() -> None:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     sc = load_scenario("default")
     task = TaskConfig.model_validate(sc.task if isinstance(sc.task, dict) else sc.task.model_dump())
-    local_epochs = sc.training.epochs // sc.training.rounds
+    local_epochs = sc.training.check_every
     work = args.work or Path(tempfile.mkdtemp(prefix="site-overhead-"))
     c = sc.cohort
     make_cohort(c.modality, SITES, c.patients, work / "cohort", slices=c.slices, size=c.size, seed=c.seed,

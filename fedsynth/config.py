@@ -90,6 +90,8 @@ class SiteConfig(StrictModel):
     workdir: Path = Field(..., description="where the site keeps caches, checkpoints and keys")
     image_size: int = Field(128, ge=16, le=1024)
     train_fraction: float = Field(0.75, gt=0.0, lt=1.0, description="share of patients for training")
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="share of patients for validation (every "
+                                "choice a study makes; 0 = none, then nothing can be tuned or early-stopped)")
     seed: int = Field(0, ge=0)
     manifest: Path | None = Field(None, description="optional CSV: file,patient_id")
     ingest: IngestSettings = Field(default_factory=IngestSettings)

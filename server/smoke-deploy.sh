@@ -38,7 +38,8 @@ modality = "$mod"
 data_dir = "$work/cohort/site-$k"
 workdir = "$work/sites/site-$k"
 image_size = $sz
-train_fraction = 0.67
+train_fraction = 0.5
+val_fraction = 0.25
 [daemon]
 signing_key = "$work/site-$k/keys/signing/site.key"
 [privacy]

@@ -17,6 +17,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 from fixtures.nifti import make_site, write_array, write_ct, write_header_only
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fedsynth.cli import main
 from fedsynth.config import IngestSettings
@@ -434,3 +436,36 @@ def test_gz_helper_sanity(tmp_path: Path) -> None:
     p.write_bytes(b"\x1f\x8b" + b"\x00" * 50)
     with pytest.raises(Exception), gzip.open(p) as fh:  # noqa: B017
         fh.read()
+
+
+@given(n=st.integers(3, 40), train=st.floats(0.05, 0.8), val=st.floats(0.01, 0.3), seed=st.integers(0, 2**16))
+def test_three_way_split_is_disjoint_complete_and_never_empty(n: int, train: float, val: float, seed: int) -> None:
+    if train + val >= 1.0:
+        return
+    ids = [f"p{i}" for i in range(n)] * 2
+    assignment = split_patients(ids, train, seed, val_fraction=val)
+    assert set(assignment) == set(ids)
+    assert set(assignment.values()) == {"train", "val", "test"}
+    assert split_patients(ids, train, seed, val_fraction=val) == assignment
+
+
+def test_three_way_split_needs_three_patients() -> None:
+    with pytest.raises(DataError, match="at least 3 patients for a train/validation/test split"):
+        split_patients(["a", "b"], 0.5, 0, val_fraction=0.2)
+
+
+def test_ingest_with_validation_patients(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        vol = np.zeros((16, 16, 3), np.float32)
+        vol[3:13, 3:13] = 300.0 + 40 * rng.standard_normal((10, 10, 3))
+        write_array(tmp_path / "site" / f"p{i}.nii.gz", vol)
+    store = ingest_site(tmp_path / "site", modality="mri", out=tmp_path / "c", size=16, train_fraction=0.5,
+                        val_fraction=0.2, progress=False)
+    parts = {p: set(store.patient_ids_of(p)) for p in ("train", "val", "test")}
+    assert [len(parts[p]) for p in ("train", "val", "test")] == [3, 1, 2]
+    assert not (parts["train"] & parts["val"]) and not (parts["val"] & parts["test"])
+    assert len(store.val_images()) == 3 * len(parts["val"])
+    plain = ingest_site(tmp_path / "site", modality="mri", out=tmp_path / "c", size=16, train_fraction=0.5,
+                        progress=False)
+    assert plain.path != store.path and len(plain.val_images()) == 0

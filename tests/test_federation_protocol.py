@@ -84,7 +84,7 @@ def test_recorddict_nbytes_counts_the_payload():
 @pytest.mark.parametrize(
     "body, expect",
     [
-        ('name = "x"\n[training]\nepochs = 5\nrounds = 2\n', "multiple of rounds"),
+        ('name = "x"\n[training]\nmax_epochs = 5\ncheck_every = 2\n', "multiple of check_every"),
         ('name = "x"\nbogus = 1\n', "bogus"),
         ('name = "x"\nmin_sites = 9\n', "min_sites"),
         ('name = "x"\n[task]\ntask = "nope"\n', "task"),

@@ -90,6 +90,25 @@ def test_report_has_the_design_keys(study):
             assert row["min_nn_distance"][metric] >= thr
 
 
+def test_every_method_stops_on_validation_patients_and_states_its_effort(study):
+    rep = json.loads((study["out"] / "report.json").read_text())
+    models = ("synthetic-pool", "fedavg", "fedprox", "centralised-real", "local-site-1", "local-site-2", "local-site-3")
+    for name in models:
+        t = rep["training"][name]
+        curve = t["curve"]
+        assert 1 <= len(curve) <= 2, name  # tiny: at most 4 epochs, validated every 2
+        best = [p for p in curve if p["best"]]
+        assert len(best) == 1 and t["best_epoch"] == best[0]["epoch"], name
+        assert best[0]["val_mse"] == min(p["val_mse"] for p in curve), name
+        assert t["steps"] > 0 and t["samples"] > 0, name
+    fedavg = rep["training"]["fedavg"]["curve"]
+    if len(fedavg) == 2:  # the sites' Adam lived through both rounds (Context.state): its step count doubled
+        assert fedavg[1]["steps"] == 2 * fedavg[0]["steps"]
+        assert fedavg[1]["bytes"] > fedavg[0]["bytes"]
+    assert rep["methods"]["degraded-input"]["pooled"]["n"] == rep["methods"]["fedavg"]["pooled"]["n"]
+    assert rep["repeats"] == 1
+
+
 def test_a_site_refuses_a_request_weaker_than_its_policy_and_the_report_says_why(study):
     """The coordinator asked for the 5th percentile; site-3's policy requires the 20th: nothing of it is pooled."""
     rep = json.loads((study["out"] / "report.json").read_text())

@@ -289,6 +289,10 @@ def test_a_site_failing_a_fedavg_round_is_named_and_the_fairness_note_says_so(tm
                     if rounds["site-2"] == 2:
                         raise RuntimeError("site-2 crashed in round 2")
                 return P.TrainReply(P.weights_of(msg.content), 0.1, 4).to_content()
+            if msg.metadata.message_type == P.MSG_EVALUATE:  # validation after every round
+                assert P.EvaluateRequest.from_content(msg.content).split == "val"
+                return P.EvaluateReply({"psnr": [20.0, 21.0], "ssim": [0.5, 0.5], "rmse": [0.1, 0.09]},
+                                       [0, 1]).to_content()
             return inner(msg)
         answer.site_id = site_id
         return answer
@@ -297,7 +301,7 @@ def test_a_site_failing_a_fedavg_round_is_named_and_the_fairness_note_says_so(tm
                            2: train_or_fail("site-2", _site("site-2", b[2]))}, keys)
     from fedsynth.federation.config import TrainingSettings
 
-    st.spec.scenario.training = TrainingSettings(epochs=3, rounds=3)
+    st.spec.scenario.training = TrainingSettings(max_epochs=3, check_every=1, patience=5)
     st.roster.connect()
     weight_averaging(st.ctx, "fedavg")
     st._save()
@@ -305,7 +309,8 @@ def test_a_site_failing_a_fedavg_round_is_named_and_the_fairness_note_says_so(tm
     rep = build_report(st.spec, st.state, ["site-1", "site-2"], {})
     assert rep.participants["fedavg"][1] == ["site-1"]
     assert "site-2 trained in 2 of 3 fedavg rounds (2 local epochs)" in rep.notes[0]
-    assert "at every site" not in rep.notes[0]
+    assert "Every live site trained" not in rep.notes[0]
+    assert [p["round"] for p in rep.training["fedavg"].curve] == [1, 2, 3]
 
 
 def test_a_node_is_the_site_it_was_enrolled_as_not_what_it_claims(tmp_path):

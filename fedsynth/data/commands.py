@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ing.add_argument("--size", type=int, help="slice edge length in pixels (default 128)")
     ing.add_argument("--out", type=Path, metavar="CACHE_DIR", help="cache directory (default: <workdir>/cache with --config)")
     ing.add_argument("--train-fraction", type=float, help="share of patients for training (default 0.75)")
+    ing.add_argument("--val-fraction", type=float,
+                     help="share of patients for validation (default 0, or the site TOML's val_fraction)")
     ing.add_argument("--seed", type=int, help="split seed (default 0)")
     ing.add_argument("--manifest", type=Path, help="CSV with columns file,patient_id")
     ing.add_argument("--body-fraction", type=float, help="skip slices with less body than this (default 0.05)")
@@ -73,6 +75,7 @@ def _ingest(args: argparse.Namespace) -> int:
         modality = args.modality or site.modality
         size = args.size or site.image_size
         train_fraction = args.train_fraction if args.train_fraction is not None else site.train_fraction
+        val_fraction = args.val_fraction if args.val_fraction is not None else site.val_fraction
         seed = args.seed if args.seed is not None else site.seed
         manifest = args.manifest or site.manifest
         settings = validate(IngestSettings, {**site.ingest.model_dump(), **overrides, "size": size}, "command line")
@@ -82,19 +85,24 @@ def _ingest(args: argparse.Namespace) -> int:
             raise ConfigError("data ingest needs SITE_DIR, --modality and --out (or --config SITE.toml)")
         site_dir, modality, out, manifest = args.site_dir, args.modality, args.out, args.manifest
         train_fraction = 0.75 if args.train_fraction is None else args.train_fraction
+        val_fraction = 0.0 if args.val_fraction is None else args.val_fraction
         seed = 0 if args.seed is None else args.seed
         settings = validate(IngestSettings, {**overrides, "size": args.size or 128}, "command line")
     if not 0.0 < train_fraction < 1.0:
         raise ConfigError(f"--train-fraction must be in (0, 1), got {train_fraction}")
+    if not 0.0 <= val_fraction < 1.0 or train_fraction + val_fraction >= 1.0:
+        raise ConfigError(f"--val-fraction must be in [0, 1) with train + val < 1, got {val_fraction}")
     store = ingest_site(site_dir, modality=modality, out=out, train_fraction=train_fraction,
-                        seed=seed, manifest=manifest, settings=settings)
+                        seed=seed, manifest=manifest, settings=settings, val_fraction=val_fraction)
     summary = {
         "store": str(store.path),
         "slices": len(store),
         "size": list(store.images.shape[1:]),
         "train_slices": int((store.split == "train").sum()),
+        "val_slices": int((store.split == "val").sum()),
         "test_slices": int((store.split == "test").sum()),
         "train_patients": len(store.patients("train")),
+        "val_patients": len(store.patients("val")),
         "test_patients": len(store.patients("test")),
         # Volumes that gave no slice (all air, empty); absent from stores made before this was recorded.
         "skipped_volumes": store.meta.get("skipped_volumes", []),

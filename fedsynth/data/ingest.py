@@ -124,11 +124,13 @@ def _store_settings(settings: IngestSettings) -> dict[str, Any]:
 
 
 def _settings_json(
-    modality: str, settings: IngestSettings, train_fraction: float, seed: int
+    modality: str, settings: IngestSettings, train_fraction: float, seed: int, val_fraction: float = 0.0
 ) -> bytes:
     """What both keys start from: everything besides the volumes that shapes the store."""
     obj = {"modality": modality, "settings": _store_settings(settings),
            "train_fraction": train_fraction, "seed": seed, "v": 1}
+    if val_fraction:  # absent when 0, so stores made before validation splits keep their keys
+        obj["val_fraction"] = val_fraction
     return json.dumps(obj, sort_keys=True).encode()
 
 
@@ -210,10 +212,12 @@ def ingest_site(
     manifest: str | Path | None = None,
     settings: IngestSettings | None = None,
     progress: bool = True,
+    val_fraction: float = 0.0,
 ) -> SliceStore:
     """Ingest every volume of ``site_dir`` into a slice store under ``out``.
 
-    ``size`` overrides ``settings.size``. Returns the cached store when one
+    ``size`` overrides ``settings.size``. Patients are split into train /
+    validation / test (:func:`~fedsynth.data.split.split_patients`). Returns the cached store when one
     with the same key exists. Raises :class:`DataError` (nothing written) on
     any bad input, including a header larger than ``settings.max_voxels`` /
     ``settings.max_bytes`` (checked before its voxels are read). A volume with
@@ -241,7 +245,9 @@ def ingest_site(
         raise DataError(f"train fraction must be in (0, 1), got {train_fraction}")
     site_dir, out = Path(site_dir), Path(out)
     pairs = discover_volumes(site_dir, manifest)
-    settings_json = _settings_json(modality, settings, train_fraction, seed)
+    if not 0.0 <= val_fraction < 1.0 or train_fraction + val_fraction >= 1.0:
+        raise DataError(f"train fraction {train_fraction} + validation fraction {val_fraction} must be < 1")
+    settings_json = _settings_json(modality, settings, train_fraction, seed, val_fraction)
     stat_key, trusted = _stat_key(site_dir, pairs, settings_json)  # before the content is read
     known = _read_index(out).get(stat_key)
     if known is not None and (store := _open_cached(out / known, "unchanged files")) is not None:
@@ -252,7 +258,7 @@ def ingest_site(
         if trusted:
             _record(out, stat_key, store_path)
         return store
-    assignment = split_patients([pid for _, pid in pairs], train_fraction, seed)
+    assignment = split_patients([pid for _, pid in pairs], train_fraction, seed, val_fraction)
     chunks: list[np.ndarray] = []
     pids: list[str] = []
     files: list[str] = []
@@ -278,13 +284,14 @@ def ingest_site(
         raise DataError(f"{site_dir}: no slice passed the body-fraction filter ({settings.body_fraction})")
     images = np.concatenate(chunks, axis=0)
     split = [assignment[p] for p in pids]
-    if "train" not in split or "test" not in split:
-        raise DataError(f"{site_dir}: after filtering, one side of the train/test split is empty")
+    if "train" not in split or "test" not in split or (val_fraction > 0 and "val" not in split):
+        raise DataError(f"{site_dir}: after filtering, a part of the train/validation/test split is empty")
     meta = {
         "site_dir": site_dir.name,
         "modality": modality,
         "settings": _store_settings(settings),
         "train_fraction": train_fraction,
+        "val_fraction": val_fraction,
         "seed": seed,
         "key": key,
         "n_volumes": len(pairs),
@@ -307,4 +314,4 @@ def ingest_configured_site(site: SiteConfig, progress: bool = False) -> SliceSto
     """
     return ingest_site(site.data_dir, site.modality, out=Path(site.workdir) / "slices", size=site.image_size,
                        train_fraction=site.train_fraction, seed=site.seed, manifest=site.manifest,
-                       settings=site.ingest, progress=progress)
+                       settings=site.ingest, progress=progress, val_fraction=site.val_fraction)

@@ -1,8 +1,12 @@
-"""Patient-level train/test split.
+"""Patient-level train / validation / test split.
 
 Slices of one patient are strongly correlated; splitting by slice would put
 the same patient on both sides and inflate every test metric, and would let
-the gate's reference set miss patients whose slices are being tested.
+the gate's reference set miss patients whose slices are being tested. The
+validation patients exist so that every choice a study makes (early
+stopping, tuning, the memorisation audit's held-out side) is made without
+touching a test patient; the test patients are read once, by the final
+evaluation.
 """
 
 from __future__ import annotations
@@ -13,19 +17,32 @@ import numpy as np
 
 from fedsynth.errors import DataError
 
-__all__ = ["split_patients"]
+__all__ = ["SPLIT_PARTS", "split_patients"]
+
+#: The parts of a site's split, in the order patients are dealt to them.
+SPLIT_PARTS = ("train", "val", "test")
 
 
-def split_patients(patient_ids: Sequence[str], train_fraction: float, seed: int) -> dict[str, str]:
-    """Assign each distinct patient to ``"train"`` or ``"test"``, reproducibly by ``seed``.
+def split_patients(
+    patient_ids: Sequence[str], train_fraction: float, seed: int, val_fraction: float = 0.0
+) -> dict[str, str]:
+    """Assign each distinct patient to ``"train"``, ``"val"`` or ``"test"``, reproducibly by ``seed``.
 
-    At least one patient lands on each side; fewer than two patients is an error.
+    ``round(train_fraction * n)`` patients train and ``round(val_fraction * n)``
+    validate (at least one each when the fraction is positive); the rest are
+    test patients, at least one. Too few patients for that is an error.
     """
+    if not 0.0 <= val_fraction < 1.0 or train_fraction + val_fraction >= 1.0:
+        raise DataError(f"train fraction {train_fraction} + validation fraction {val_fraction} must be < 1")
     unique = sorted(set(patient_ids))
-    if len(unique) < 2:
-        raise DataError(f"need at least 2 patients for a train/test split, found {len(unique)}")
-    order = np.random.default_rng(seed).permutation(len(unique))
-    n_train = int(round(train_fraction * len(unique)))
-    n_train = min(max(n_train, 1), len(unique) - 1)
-    train = {unique[i] for i in order[:n_train]}
-    return {pid: ("train" if pid in train else "test") for pid in unique}
+    n = len(unique)
+    need = 3 if val_fraction > 0 else 2
+    if n < need:
+        parts = "train/validation/test" if val_fraction > 0 else "train/test"
+        raise DataError(f"need at least {need} patients for a {parts} split, found {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(int(round(val_fraction * n)), 1) if val_fraction > 0 else 0
+    n_train = min(max(int(round(train_fraction * n)), 1), n - n_val - 1)
+    part = {unique[i]: "train" for i in order[:n_train]}
+    part.update({unique[i]: "val" for i in order[n_train : n_train + n_val]})
+    return {pid: part.get(pid, "test") for pid in unique}

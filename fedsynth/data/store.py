@@ -36,7 +36,7 @@ class SliceStore:
     patient_ids: np.ndarray  # (N,) str
     volume_files: np.ndarray  # (N,) str, relative to the site directory
     slice_indices: np.ndarray  # (N,) int
-    split: np.ndarray  # (N,) "train" | "test"
+    split: np.ndarray  # (N,) "train" | "val" | "test"
     meta: dict
 
     def __len__(self) -> int:
@@ -52,6 +52,22 @@ class SliceStore:
     def test_images(self) -> np.ndarray:
         """Held-out test slices (in memory), shape (n, H, W)."""
         return np.ascontiguousarray(self.images[self._select("test")])
+
+    def images_of(self, part: str) -> np.ndarray:
+        """The slices of one split part (``train``, ``val`` or ``test``), shape (n, H, W)."""
+        return np.ascontiguousarray(self.images[self._select(part)])
+
+    def patient_ids_of(self, part: str) -> np.ndarray:
+        """Patient id of each slice of one split part."""
+        return self.patient_ids[self._select(part)]
+
+    def val_images(self) -> np.ndarray:
+        """Validation slices: what every choice is made on (empty when the site has no validation patients)."""
+        return self.images_of("val")
+
+    def val_patient_ids(self) -> np.ndarray:
+        """Patient id of each validation slice."""
+        return self.patient_ids_of("val")
 
     def train_patient_ids(self) -> np.ndarray:
         """Patient id of each training slice."""

@@ -37,26 +37,28 @@ __all__ = ["app", "build_client_app"]
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[SiteSession, Message], RecordDict]
+Handler = Callable[[SiteSession, Message, Context], RecordDict]
 
 
-def _ping(s: SiteSession, msg: Message) -> RecordDict:
+def _ping(s: SiteSession, msg: Message, context: Context) -> RecordDict:
     return act.site_info(s).to_content()
 
 
-def _train_generator(s: SiteSession, msg: Message) -> RecordDict:
+def _train_generator(s: SiteSession, msg: Message, context: Context) -> RecordDict:
     return act.train_generator(s, P.GeneratorRequest.from_content(msg.content)).to_content()
 
 
-def _publish(s: SiteSession, msg: Message) -> RecordDict:
+def _publish(s: SiteSession, msg: Message, context: Context) -> RecordDict:
     return act.publish(s, P.PublishRequest.from_content(msg.content)).to_content()
 
 
-def _train(s: SiteSession, msg: Message) -> RecordDict:
-    return act.train(s, P.TrainRequest.from_content(msg.content), P.weights_of(msg.content)).to_content()
+def _train(s: SiteSession, msg: Message, context: Context) -> RecordDict:
+    # context.state: Flower keeps it per node across the run's messages (the client optimiser's home)
+    return act.train(s, P.TrainRequest.from_content(msg.content), P.weights_of(msg.content),
+                     context.state).to_content()
 
 
-def _evaluate(s: SiteSession, msg: Message) -> RecordDict:
+def _evaluate(s: SiteSession, msg: Message, context: Context) -> RecordDict:
     return act.evaluate(s, P.EvaluateRequest.from_content(msg.content), P.weights_of(msg.content)).to_content()
 
 
@@ -74,7 +76,7 @@ def build_client_app(study_dir: Path | None = None, audit: bool = True) -> Clien
             if study_dir is not None:  # a simulated site: its log goes into the study directory
                 log_to_file(StudyLayout(study_dir).site_log)
             try:
-                return Message(handler(site_session(context, study_dir), msg), reply_to=msg)
+                return Message(handler(site_session(context, study_dir), msg, context), reply_to=msg)
             except PolicyRefusal as err:  # built from config values only: the coordinator must see why
                 log.warning("site handler %s: %s", msg.metadata.message_type, err)
                 return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"PolicyRefusal: {err}"), reply_to=msg)

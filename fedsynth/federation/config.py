@@ -24,7 +24,7 @@ from fedsynth.config import Modality, SiteConfig, StrictModel, load_toml
 from fedsynth.errors import ConfigError
 from fedsynth.privacy.config import GateConfig
 from fedsynth.privacy.policy import GatePolicy
-from fedsynth.tasks.config import TaskConfig
+from fedsynth.tasks.config import Budget, TaskConfig
 
 __all__ = [
     "CohortSettings",
@@ -50,6 +50,8 @@ class CohortSettings(StrictModel):
     slices: int = Field(16, ge=1, description="axial slices per volume")
     size: int = Field(64, ge=16, le=512, description="slice edge length in pixels")
     train_fraction: float = Field(0.67, gt=0.0, lt=1.0)
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="share of patients for validation: early "
+                                "stopping and the memorisation audit's held-out side (never the test patients)")
     seed: int = Field(0, ge=0)
 
 
@@ -78,16 +80,25 @@ class PublishSettings(StrictModel):
 
 
 class TrainingSettings(StrictModel):
-    """Budget of every downstream training, kept equal across methods for a fair comparison.
+    """One maximum budget and one stopping rule for every downstream training, and the seeds to repeat it with.
 
-    Pooled training runs ``epochs`` epochs over the pool; FedAvg and the second
-    strategy run ``rounds`` rounds of ``epochs // rounds`` local epochs (same
-    total local epochs per site); local-only and centralised-real train
-    ``epochs`` epochs.
+    Every method passes over its own training data at most ``max_epochs``
+    times, is validated every ``check_every`` epochs on validation patients
+    (a FedAvg round is ``check_every`` local epochs at every site) and keeps
+    its best weights, stopping after ``patience`` validations without a lower
+    validation MSE (:mod:`fedsynth.tasks.early_stopping`). The pooled
+    network and FedAvg therefore see the same number of training samples at
+    most (the pool holds about as many images as the sites' training sets
+    together). ``seeds`` repeats every downstream training with seeds
+    ``seed, seed + 1, ...`` (initial weights, patches, degradations).
     """
 
-    epochs: int = Field(4, ge=1)
-    rounds: int = Field(2, ge=1)
+    max_epochs: int = Field(12, ge=1, description="most passes over a method's training data")
+    check_every: int = Field(2, ge=1, description="epochs between validations = local epochs of a FedAvg round")
+    patience: int = Field(2, ge=1, description="validations without improvement before a method stops")
+    seeds: int = Field(1, ge=1, le=20, description="downstream training seeds (repeats of every method)")
+    keep_client_optimizer: bool = Field(
+        True, description="FedAvg-family sites keep their Adam state across rounds (False: fresh Adam per round)")
     second_strategy: Literal["fedprox", "fedadam"] = "fedprox"
     proximal_mu: float = Field(0.01, ge=0.0)
     local_only: bool = True
@@ -99,9 +110,13 @@ class TrainingSettings(StrictModel):
 
     @model_validator(mode="after")
     def _divisible(self) -> TrainingSettings:
-        if self.epochs % self.rounds:
-            raise ValueError("epochs must be a multiple of rounds (same local epochs every round)")
+        if self.max_epochs % self.check_every:
+            raise ValueError("max_epochs must be a multiple of check_every (whole FedAvg rounds)")
         return self
+
+    def budget(self) -> Budget:
+        """The budget and stopping rule every method shares."""
+        return Budget(max_epochs=self.max_epochs, check_every=self.check_every, patience=self.patience)
 
 
 class ScenarioConfig(StrictModel):

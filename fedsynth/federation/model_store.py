@@ -33,21 +33,21 @@ class ModelStore:
     def has(self, name: str) -> bool:
         return self.path(name).is_file()
 
-    def initial_state(self) -> dict[str, Any]:
-        """The seeded initial weights every method starts from."""
+    def initial_state(self, repeat: int = 0) -> dict[str, Any]:
+        """The seeded initial weights every method of repeat ``repeat`` starts from (seed ``seed + repeat``)."""
         import torch
 
         from fedsynth.tasks import build_network
 
-        torch.manual_seed(self.seed)
+        torch.manual_seed(self.seed + repeat)
         return build_network(self.task).state_dict()
 
-    def fresh(self) -> Any:
-        """A network with the initial weights."""
+    def fresh(self, repeat: int = 0) -> Any:
+        """A network with the initial weights of repeat ``repeat``."""
         from fedsynth.tasks import build_network
 
         model = build_network(self.task)
-        model.load_state_dict(self.initial_state())
+        model.load_state_dict(self.initial_state(repeat))
         return model
 
     def save(self, name: str, state: dict[str, Any]) -> None:

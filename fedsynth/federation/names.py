@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["METHOD_LABELS", "Method", "Phase", "canonical_phase", "local_model"]
+__all__ = ["DEGRADED_INPUT", "METHOD_LABELS", "Method", "Phase", "canonical_phase", "local_model", "seeded", "split_seeded"]
 
 
 class Method(StrEnum):
@@ -50,6 +50,9 @@ class Phase(StrEnum):
     REPORT = "report"
 
 
+#: The "no network" row: the degraded test input itself scored against the clean slice.
+DEGRADED_INPUT = "degraded-input"
+
 #: Human labels of the methods (the report's method blocks carry them).
 METHOD_LABELS: dict[Method, str] = {
     Method.SYNTHETIC_POOL: "central network trained on the pool of gate-certified synthetic images",
@@ -64,6 +67,17 @@ METHOD_LABELS: dict[Method, str] = {
 def local_model(site_id: str) -> str:
     """Model name of one site's local-only network (``local-<site>``)."""
     return f"local-{site_id}"
+
+
+def seeded(name: str, k: int) -> str:
+    """Model name of repeat ``k`` of a method (``fedavg``, ``fedavg@seed1``, ...); repeat 0 keeps the plain name."""
+    return name if k == 0 else f"{name}@seed{k}"
+
+
+def split_seeded(name: str) -> tuple[str, int]:
+    """Inverse of :func:`seeded`: ``fedavg@seed1`` -> ``("fedavg", 1)``."""
+    base, _, k = name.partition("@seed")
+    return base, int(k) if k else 0
 
 
 def canonical_phase(name: str) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, RecordDict
 
 from fedsynth.errors import GateError
 from fedsynth.federation import protocol as P
@@ -54,7 +54,8 @@ def site_info(s: SiteSession) -> P.SiteInfo:
     """Public facts: id, modality, slice counts, image size, whether a generator exists."""
     store = s.store()
     return P.SiteInfo(site_id=s.site_id, modality=s.runtime.config.modality,
-                      n_train=int(len(store.train_images())), n_test=int(len(store.test_images())),
+                      n_train=int(len(store.train_images())), n_val=int(len(store.val_images())),
+                      n_test=int(len(store.test_images())),
                       image_size=int(store.images.shape[-1]), generator_ready=_generator_ready(s))
 
 
@@ -130,7 +131,9 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
         raise GateError(f"site {s.site_id}: the gate accepted no image")
     from fedsynth.privacy.audit import memorisation
 
-    audit = memorisation(gate, accepted, store.test_images(), store.test_patient_ids(), seed=req.seed)
+    # the audit's held-out side: validation patients (test patients are only for the final evaluation)
+    held = "val" if len(store.val_images()) else "test"
+    audit = memorisation(gate, accepted, store.images_of(held), store.patient_ids_of(held), seed=req.seed)
     cert = res.certificate.model_copy(update={"memorisation": audit})
     signed = sign_certificate(cert, load_private_key(s.runtime.signing_key), site_id=s.site_id,
                               study_id=req.study_id, nonce=req.nonce, policy_digest=policy.digest())
@@ -199,27 +202,93 @@ def _model(task: Any, weights: ArrayRecord) -> Any:
     return model
 
 
-def train(s: SiteSession, req: P.TrainRequest, weights: ArrayRecord) -> P.TrainReply:
-    """Local epochs of the downstream network on the site's real training slices."""
+def train(s: SiteSession, req: P.TrainRequest, weights: ArrayRecord, state: RecordDict | None = None) -> P.TrainReply:
+    """The downstream network on the site's real training slices: one weight-averaging round, or a whole training.
+
+    A round (``req.budget`` unset) runs ``local_epochs`` epochs; with
+    ``req.keep_optimizer`` the Adam state is restored from and saved to
+    ``state`` (the node's Flower ``Context.state``) under that name, so the
+    client optimiser lives across rounds as in centralised training; round 1
+    starts it fresh. A whole training (``req.budget`` set, local-only) stops
+    early on the site's own validation patients and returns the best weights.
+    """
     from fedsynth.tasks import fit_epochs
+    from fedsynth.tasks.training import (
+        load_optimizer_arrays,
+        make_optimizer,
+        optimizer_arrays,
+        optimizer_step_count,
+    )
 
     s.use_threads()
     model = _model(req.task, weights)
-    state = model.state_dict()
-    global_state = {k: v.clone() for k, v in state.items()} if req.proximal_mu > 0 else None
-    out = fit_epochs(model, s.store().train_images(), req.task, req.local_epochs, req.seed + req.server_round,
-                     proximal_mu=req.proximal_mu, global_state=global_state)
-    return P.TrainReply(ArrayRecord(model.state_dict()), float(out["loss"]), int(out["n"]))
+    images = s.store().train_images()
+    if req.budget is not None:
+        return _train_until_converged(s, req, model, images)
+    opt = make_optimizer(model, req.task)
+    key = f"optimizer:{req.keep_optimizer}"
+    if req.keep_optimizer and req.server_round > 1 and state is not None and key in state:
+        load_optimizer_arrays(opt, state[key].to_torch_state_dict())
+    mstate = model.state_dict()
+    global_state = {k: v.clone() for k, v in mstate.items()} if req.proximal_mu > 0 else None
+    out = fit_epochs(model, images, req.task, req.local_epochs, req.seed + req.server_round,
+                     proximal_mu=req.proximal_mu, global_state=global_state, optimizer=opt)
+    if req.keep_optimizer and state is not None:
+        state[key] = ArrayRecord(optimizer_arrays(opt))
+    return P.TrainReply(ArrayRecord(model.state_dict()), float(out["loss"]), int(out["n"]), int(out["steps"]),
+                        optimizer_step_count(opt), int(out["n_patches"]) * req.local_epochs)
+
+
+def _val_scores(s: SiteSession, task: Any, model: Any, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-image metrics of ``model`` on the site's validation patients, and their patient ids."""
+    from fedsynth.errors import DataError
+    from fedsynth.tasks import evaluate_network
+
+    store = s.store()
+    images = store.val_images()
+    if len(images) == 0:
+        raise DataError(f"site {s.site_id} has no validation patients (set val_fraction in its config)")
+    return evaluate_network(model, images, task, seed), store.val_patient_ids()
+
+
+def _train_until_converged(s: SiteSession, req: P.TrainRequest, model: Any, images: np.ndarray) -> P.TrainReply:
+    from fedsynth.tasks import train_until_converged
+
+    assert req.budget is not None
+    val_seed = req.seed + VALIDATION_SEED_OFFSET
+
+    def validate(m: Any) -> dict[str, float]:
+        scores, _ = _val_scores(s, req.task, m, val_seed)
+        return {"val_mse": float(np.mean(np.asarray(scores["rmse"], np.float64) ** 2)),
+                "val_psnr": float(np.mean(scores["psnr"]))}
+
+    best, curve = train_until_converged(model, images, req.task, req.seed, req.budget, validate)
+    model.load_state_dict(best)
+    last = curve[-1]
+    return P.TrainReply(ArrayRecord(model.state_dict()), float(last["train_loss"]), int(len(images)),
+                        int(last["steps"]), int(last["steps"]), int(last["samples"]), curve)
+
+
+#: Validation degradations use ``seed + VALIDATION_SEED_OFFSET`` at every site and for every method.
+VALIDATION_SEED_OFFSET = 4099
 
 
 def evaluate(s: SiteSession, req: P.EvaluateRequest, weights: ArrayRecord) -> P.EvaluateReply:
-    """Per-image PSNR/SSIM/RMSE of the given weights on the site's held-out test slices."""
+    """Per-image PSNR/SSIM/RMSE (and the degraded input's) of the given weights on validation or test patients.
+
+    ``split = "test"`` is the final evaluation; ``"val"`` every choice before it.
+    """
     from fedsynth.tasks import evaluate_network
 
     s.use_threads()
+    model = _model(req.task, weights)
     store = s.store()
-    res = evaluate_network(_model(req.task, weights), store.test_images(), req.task, req.seed)
+    if req.split == "val":
+        res, pids = _val_scores(s, req.task, model, req.seed)
+    else:
+        res, pids = evaluate_network(model, store.test_images(), req.task, req.seed), store.test_patient_ids()
     # patients numbered in an order that never leaves the site: the unit of analysis, not an identity
-    _, numbers = np.unique(store.test_patient_ids(), return_inverse=True)
-    return P.EvaluateReply({k: np.asarray(res[k], dtype=np.float64).ravel().tolist()
-                            for k in P.EvaluateReply.METRICS}, numbers.astype(int).tolist())
+    _, numbers = np.unique(pids, return_inverse=True)
+    keys = P.EvaluateReply.METRICS + P.EvaluateReply.INPUT_METRICS
+    return P.EvaluateReply({k: np.asarray(res[k], dtype=np.float64).ravel().tolist() for k in keys if k in res},
+                           numbers.astype(int).tolist())

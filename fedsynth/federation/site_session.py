@@ -11,7 +11,7 @@ Where a site's settings come from (:func:`resolve_site`), in order:
 1. node config ``site-config``: a site TOML (``sites/*.toml``, with its
    ``[privacy]`` policy) — deployment;
 2. node config ``data-dir``/``workdir``/``modality`` (+ ``site-id``,
-   ``image-size``, ``signing-key``, ``audit-dir``) — a quick deployment with
+   ``image-size``, ``val-fraction`` (default 0.2), ``signing-key``, ``audit-dir``) — a quick deployment with
    the default privacy policy;
 3. node config ``partition-id`` in a simulated study: the site is derived
    from the study's spec (:mod:`fedsynth.federation.study_dir`).
@@ -77,6 +77,7 @@ def resolve_site(
             data_dir=Path(str(node_config["data-dir"])),
             workdir=Path(str(node_config["workdir"])),
             image_size=int(node_config.get("image-size", 128)),
+            val_fraction=float(node_config.get("val-fraction", 0.2)),
         )
         key = node_config.get("signing-key") or find_private_key(site_key_dir(cfg.workdir))
         audit = node_config.get("audit-dir")

@@ -68,7 +68,7 @@ class Study:
         self.roster = Roster(grid, spec.n_expected, spec.n_min, sc.site_timeout_s, spec.connect_timeout_s,
                              simulated=spec.mode == "simulation", missing=self.state.missing)
         self.ctx = StudyRun(spec, self.roster, SyntheticPool(self.layout.pool),
-                             ModelStore(self.layout, sc.task, sc.seed))
+                             ModelStore(self.layout, sc.task, sc.seed), self.state.training)
 
     def phases(self) -> list[tuple[Phase, Callable[[], None]]]:
         """The phases after ``setup``, in order (those the scenario switches off are absent)."""

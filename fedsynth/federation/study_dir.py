@@ -228,6 +228,7 @@ def simulated_site(out: Path, scenario: ScenarioConfig, index: int) -> SiteConfi
         workdir=Path(out) / "sites" / f"site-{index}",
         image_size=c.size,
         train_fraction=c.train_fraction,
+        val_fraction=c.val_fraction,
         seed=c.seed,
     )
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fedsynth.federation.names import METHOD_LABELS, Method, local_model
+from fedsynth.federation.names import DEGRADED_INPUT, METHOD_LABELS, Method, local_model, seeded
 from fedsynth.federation.pool import SyntheticPool
 from fedsynth.federation.study_dir import StudyLayout, StudySpec
 from fedsynth.federation.study_state import StudyState
@@ -26,41 +26,75 @@ log = logging.getLogger(__name__)
 
 
 def _participation(spec: StudySpec, state: StudyState, sites: list[str]) -> str:
-    """The fairness claim, computed from who actually trained in each round (not from the plan)."""
+    """Who actually trained in each weight-averaging round (computed from the rounds, not from the plan)."""
     t = spec.scenario.training
-    per_round = t.epochs // t.rounds
     gaps = []
     for method, rounds in sorted(state.participants.items()):
         for site in sites:
             n = sum(site in r for r in rounds)
             if n < len(rounds):
-                gaps.append(f"{site} trained in {n} of {len(rounds)} {method} rounds ({n * per_round} local epochs)")
+                gaps.append(f"{site} trained in {n} of {len(rounds)} {method} rounds ({n * t.check_every} local epochs)")
     if not gaps:
-        return (f"FedAvg and {t.second_strategy} run {t.rounds} rounds x {per_round} local epochs = "
-                f"{t.epochs} local epochs at every site.")
-    return (f"FedAvg and {t.second_strategy} were planned as {t.rounds} rounds x {per_round} local epochs, but "
-            + "; ".join(gaps) + " (report key 'participants').")
+        return "Every live site trained in every weight-averaging round."
+    return "Not every site trained in every round: " + "; ".join(gaps) + " (report key 'participants')."
 
 
 def _notes(spec: StudySpec, state: StudyState, sites: list[str]) -> list[str]:
     sc = spec.scenario
     t = sc.training
+    n_test = sum(len(set(v)) for v in state.test_patients.values())
+    keep = ("keep their Adam state across rounds (in Flower's Context.state)" if t.keep_client_optimizer
+            else "start a fresh Adam every round")
     return [
-        f"Fairness: every method trains the same network ({sc.task.network}) from the same "
-        f"initial weights for the same number of epochs: synthetic-pool, centralised-real and "
-        f"local-only run {t.epochs} epochs; " + _participation(spec, state, sites),
+        f"Fairness: every method trains the same network ({sc.task.network}) from the same initial weights "
+        f"under one maximum budget ({t.max_epochs} passes over its own training data) and one stopping rule: "
+        f"validated every {t.check_every} epochs (a FedAvg round = {t.check_every} local epochs) on the sites' "
+        f"validation patients, best weights kept, stopped after {t.patience} validations without a lower "
+        f"validation MSE. The report key 'training' states each model's epochs, optimiser steps, samples seen, "
+        f"wall time and validation curve. FedAvg-family sites {keep}. " + _participation(spec, state, sites),
+        "Validation patients decide every stop; test patients are read once, by the final evaluation. "
+        + _convergence(state, t.max_epochs),
         "centralised-real reads every site's real training slices in one place: an upper bound "
         "that exists only in simulation and is not deployable.",
         "communication_bytes count the serialised Flower messages (every object as pushed on the "
         "wire) sent and received by the coordinator; synthetic-pool includes generator training "
-        "requests and the chunked publish; evaluation is counted separately.",
+        "requests, the chunked publish and its validations; evaluation is counted separately.",
         "All models are scored on the same held-out real test slices of every site, degraded with "
-        "the same seed, so per-image comparisons are paired.",
-        f"Verdicts (patient_comparisons) use the patient as the unit: {sum(len(set(v)) for v in state.test_patients.values())} "
-        f"test patients over {len(state.test_patients)} sites, per-patient mean differences, TOST with its 90 % CI, a "
-        "site-then-patient bootstrap, a mixed model, Holm's correction over the family; the per-slice "
-        "comparisons are description only (slices of one patient are not independent). One seed, one split.",
+        "the same seed, so per-image comparisons are paired; degraded-input is that input itself (no network).",
+        f"Verdicts (patient_comparisons) use the patient as the unit: {n_test} test patients over "
+        f"{len(state.test_patients)} sites, each patient's mean over its slices and over the {t.seeds} training "
+        "seed(s), TOST with its 90 % CI, a site-then-patient bootstrap, a mixed model, Holm's correction over "
+        "the family; the per-slice comparisons are description only (slices of one patient are not "
+        "independent). One split, one generator per site.",
     ]
+
+
+def _convergence(state: StudyState, max_epochs: int) -> str:
+    """Whether the budget or the stopping rule ended the trainings (computed, so the note cannot overclaim)."""
+    runs = state.training
+    if not runs:
+        return ""
+    capped = sorted(name for name, t in runs.items() if int(t.get("best_epoch", 0)) >= max_epochs)
+    if not capped:
+        return f"Every one of the {len(runs)} trainings kept weights from before its budget ended (converged)."
+    return (f"{len(capped)} of {len(runs)} trainings were still improving on validation when the budget of "
+            f"{max_epochs} epochs ended ({', '.join(capped[:6])}{', ...' if len(capped) > 6 else ''}): those "
+            "methods are compared at an equal budget, not at convergence.")
+
+
+def _seed_mean(runs: list[dict[str, dict[str, list[float]]]]) -> dict[str, dict[str, list[float]]]:
+    """Per-image metrics averaged over repeats (same test slices, same degradations), for sites in every repeat."""
+    import numpy as np
+
+    sites = sorted(set.intersection(*(set(r) for r in runs))) if runs else []
+    return {sid: {m: np.mean([r[sid][m] for r in runs], axis=0).tolist() for m in runs[0][sid]} for sid in sites}
+
+
+def _per_seed(runs: list[dict[str, dict[str, list[float]]]]) -> dict[str, list[float]]:
+    """Pooled per-image mean PSNR/SSIM of each repeat (how much the seed moves a method)."""
+    import numpy as np
+
+    return {m: [float(np.mean([x for per in r.values() for x in per[m]])) for r in runs] for m in ("psnr", "ssim")}
 
 
 #: Metrics where lower is better (the verdict's "better" direction).
@@ -103,14 +137,30 @@ def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: 
     sc = spec.scenario
     seed = sc.seed
     evals = state.evaluations
-    alive = sites or sorted({sid for per in evals.values() for sid in per})
+    repeats = range(sc.training.seeds)
+    alive = sites or sorted({sid for name, per in evals.items() for sid in per if name != DEGRADED_INPUT})
     second = sc.training.second_strategy
     central = (Method.SYNTHETIC_POOL, Method.FEDAVG, Method(second), Method.CENTRALISED_REAL)
-    per_method: dict[str, Any] = {m.value: evals[m] for m in central if m in evals}
-    local = {sid: evals[local_model(sid)][sid] for sid in alive if sid in evals.get(local_model(sid), {})}
-    if local:
-        per_method[Method.LOCAL_ONLY.value] = local
-    methods = {name: {**block, "label": METHOD_LABELS[Method(name)]}
+    runs: dict[str, list[dict[str, dict[str, list[float]]]]] = {}
+    for m in central:
+        found = [evals[seeded(m.value, k)] for k in repeats if seeded(m.value, k) in evals]
+        if found:
+            runs[m.value] = found
+    local_runs = []
+    for k in repeats:
+        local = {sid: evals[seeded(local_model(sid), k)][sid] for sid in alive
+                 if sid in evals.get(seeded(local_model(sid), k), {})}
+        if local:
+            local_runs.append(local)
+    if local_runs:
+        runs[Method.LOCAL_ONLY.value] = local_runs
+    per_method: dict[str, Any] = {name: _seed_mean(found) for name, found in runs.items()}
+    labels = {m.value: METHOD_LABELS[m] for m in Method}
+    if DEGRADED_INPUT in evals:
+        per_method[DEGRADED_INPUT] = {sid: v for sid, v in evals[DEGRADED_INPUT].items() if sid in alive}
+        labels[DEGRADED_INPUT] = "the degraded input itself, no network (what every method starts from)"
+        runs[DEGRADED_INPUT] = [per_method[DEGRADED_INPUT]]
+    methods = {name: {**block, "label": labels[name], "per_seed": _per_seed(runs[name])}
                for name, block in summarise(per_method, seed=seed).items()}
     cross = {name: block["per_site"] for name, block in summarise(
         {local_model(sid): evals[local_model(sid)] for sid in alive if local_model(sid) in evals}, seed=seed).items()}
@@ -140,6 +190,8 @@ def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: 
         participants=state.participants,
         pool_quarantine=[{"site": q.site, "digest": q.digest, "reason": q.reason} for q in quarantined],
         wall_seconds={**state.wall_seconds, "total": float(sum(state.wall_seconds.values()))},
+        training=state.training,
+        repeats=sc.training.seeds,
         notes=_notes(spec, state, alive),
     )
 

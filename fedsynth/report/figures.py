@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["crops_figure", "metric_bars", "sample_grid"]
+__all__ = ["crops_figure", "learning_curves", "metric_bars", "sample_grid"]
 
 
 def _png(fig: Any) -> bytes:
@@ -64,6 +64,34 @@ def metric_bars(
         ax.set_ylim(lo - pad, hi + pad)
     ax.legend(fontsize=7, loc="best")
     ax.set_title(f"{metric.upper()} per site (95% CI)")
+    return _png(fig)
+
+
+def learning_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
+    """Validation PSNR against optimiser steps and against bytes communicated, one line per model.
+
+    ``curves[name]`` is a list of validation points (``steps``, ``val_psnr``,
+    optionally ``bytes``); the kept (best) point is ringed. Models without
+    bytes (a site training alone sends nothing) appear on the left panel only.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for name, curve in curves.items():
+        steps = [p["steps"] for p in curve]
+        psnr = [p["val_psnr"] for p in curve]
+        (line,) = axes[0].plot(steps, psnr, marker=".", label=name)
+        best = [p for p in curve if p.get("best")]
+        if best:
+            axes[0].plot([best[0]["steps"]], [best[0]["val_psnr"]], "o", mfc="none", ms=9, color=line.get_color())
+        if all(p.get("bytes") is not None for p in curve):
+            axes[1].plot([p["bytes"] / 2**20 for p in curve], psnr, marker=".", color=line.get_color(), label=name)
+    axes[0].set_xlabel("optimiser steps (FedAvg-family: per client)")
+    axes[1].set_xlabel("MiB communicated by the method so far")
+    for ax in axes:
+        ax.set_ylabel("validation PSNR (dB)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].set_title("learning curves on validation patients (ring: kept weights)")
     return _png(fig)
 
 

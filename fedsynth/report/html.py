@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fedsynth.io_utils import write_bytes_atomic
-from fedsynth.report.figures import crops_figure, metric_bars, sample_grid
+from fedsynth.report.figures import crops_figure, learning_curves, metric_bars, sample_grid
 from fedsynth.report.schema import (
     MetricSummary,
     ReportModel,
@@ -152,6 +152,20 @@ def _bars(rep: ReportModel) -> str:
     return "".join(out)
 
 
+def _training(rep: ReportModel) -> str:
+    """Effort per model (the budget each used) and the learning curves of repeat 0."""
+    if not rep.training:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(name)}</td><td>{t.best_epoch}</td><td>{t.epochs}</td><td>{t.steps}</td><td>{t.samples}</td>"
+        f"<td>{_fmt(t.best_val_psnr)}</td><td>{_fmt(t.seconds, 3)}</td></tr>" for name, t in rep.training.items())
+    table = ("<table><tr><th>model</th><th>kept epoch</th><th>epochs run</th><th>optimiser steps</th>"
+             f"<th>samples seen</th><th>best validation PSNR</th><th>seconds</th></tr>{rows}</table>")
+    curves = {name: t.curve for name, t in rep.training.items() if "@seed" not in name and t.curve}
+    fig = _img(learning_curves(curves), "learning curves") if curves else ""
+    return f"<h2>Training effort and learning curves (validation patients)</h2>{table}{fig}"
+
+
 def _kv_table(data: Mapping[str, Any]) -> str:
     if not data:
         return "<p>–</p>"
@@ -210,6 +224,7 @@ are description only.</p>
 {_verdicts_table(rep)}
 <h2>Metrics</h2>{_methods_table(rep)}
 {_bars(rep)}
+{_training(rep)}
 <h2>Paired comparisons per slice (descriptive; slices of one patient are not independent)</h2>{_comparisons_table(rep)}
 {_figures(figures_inputs)}
 <h2>Privacy gate</h2>{_kv_table(privacy)}

@@ -165,6 +165,19 @@ class Traffic(StrictModel):
     total: int = Field(..., ge=0)
 
 
+class TrainingEffort(StrictModel):
+    """How one model was trained: where validation stopped it and what it spent (one maximum budget for all)."""
+
+    model_config = ConfigDict(extra="allow")
+    best_epoch: int = Field(..., ge=0, description="epoch of the kept (best validation) weights")
+    epochs: int = Field(..., ge=0, description="epochs run before stopping")
+    steps: int = Field(..., ge=0, description="optimiser steps (FedAvg-family: the longest-lived client optimiser)")
+    samples: int = Field(..., ge=0, description="training patches seen (FedAvg-family: summed over sites)")
+    best_val_psnr: float | None = None
+    seconds: float = Field(..., ge=0)
+    curve: list[dict[str, Any]] = Field(default_factory=list, description="one entry per validation")
+
+
 class ReportModel(StrictModel):
     """``report.json``.
 
@@ -196,6 +209,9 @@ class ReportModel(StrictModel):
     pool_quarantine: list[dict[str, str]] = Field(
         default_factory=list, description="pooled images taken out of use by the pool's self-check, and why")
     wall_seconds: float | dict[str, float] = 0.0
+    training: dict[str, TrainingEffort] = Field(
+        default_factory=dict, description="per trained model (method, method@seedK, local-<site>): effort and curve")
+    repeats: int | None = Field(None, ge=1, description="downstream training seeds per method")
     notes: list[str] = Field(default_factory=list)
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from fedsynth.lazy import lazy_exports
 
 exports = {
+    "Budget": "fedsynth.tasks.config",
     "DATA_RANGE": "fedsynth.tasks.metrics",
     "NETWORKS": "fedsynth.tasks.config",
     "TaskConfig": "fedsynth.tasks.config",
@@ -28,6 +29,8 @@ exports = {
     "evaluate_network": "fedsynth.tasks.evaluate",
     "evaluate_pairs": "fedsynth.tasks.evaluate",
     "fit_epochs": "fedsynth.tasks.training",
+    "train_until_converged": "fedsynth.tasks.early_stopping",
+    "val_psnr": "fedsynth.tasks.early_stopping",
     "hu_to_unit": "fedsynth.tasks.ct_sim",
     "image_metrics": "fedsynth.tasks.metrics",
     "kspace_truncate": "fedsynth.tasks.sr_sim",
@@ -45,9 +48,10 @@ exports = {
 __getattr__, __dir__, __all__ = lazy_exports(__name__, exports)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fedsynth.tasks.config import NETWORKS, TaskConfig, load_task_config  # noqa: F401
+    from fedsynth.tasks.config import NETWORKS, Budget, TaskConfig, load_task_config  # noqa: F401
     from fedsynth.tasks.ct_sim import hu_to_unit, low_dose_ct, unit_to_hu  # noqa: F401
     from fedsynth.tasks.degrade import make_pairs  # noqa: F401
+    from fedsynth.tasks.early_stopping import train_until_converged, val_psnr  # noqa: F401
     from fedsynth.tasks.evaluate import evaluate_network, evaluate_pairs  # noqa: F401
     from fedsynth.tasks.experiment import train_and_evaluate  # noqa: F401
     from fedsynth.tasks.metrics import DATA_RANGE, image_metrics  # noqa: F401

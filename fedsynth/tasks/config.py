@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from fedsynth.config import StrictModel, load_toml, validate
 
-__all__ = ["DEFAULT_NETWORK", "NETWORKS", "TaskConfig", "load_task_config"]
+__all__ = ["DEFAULT_NETWORK", "NETWORKS", "Budget", "TaskConfig", "load_task_config"]
 
 #: Networks selectable by name (see :func:`fedsynth.tasks.build_network`).
 NETWORKS = ("rednet", "srcnn", "unet", "edsr")
@@ -126,3 +126,23 @@ class _Loose(StrictModel):
     """Any TOML table, checked properly by :class:`TaskConfig` once overrides are merged."""
 
     model_config = {"extra": "allow"}
+
+
+class Budget(StrictModel):
+    """The maximum budget and the stopping rule every method shares (:mod:`fedsynth.tasks.early_stopping`)."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+    max_epochs: int = Field(12, ge=1, description="most passes over the method's training data")
+    check_every: int = Field(2, ge=1, description="epochs between validations (a FedAvg round's local epochs)")
+    patience: int = Field(2, ge=1, description="validations without a lower validation MSE before stopping")
+
+    @model_validator(mode="after")
+    def _divisible(self) -> Budget:
+        if self.max_epochs % self.check_every:
+            raise ValueError("max_epochs must be a multiple of check_every")
+        return self
+
+    @property
+    def max_checks(self) -> int:
+        """Validations (FedAvg rounds) at most."""
+        return self.max_epochs // self.check_every

@@ -42,6 +42,10 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "fit_epochs",
     "load_network",
+    "load_optimizer_arrays",
+    "make_optimizer",
+    "optimizer_arrays",
+    "optimizer_step_count",
     "predict",
     "save_network",
     "train_network",
@@ -146,14 +150,21 @@ def fit_epochs(
     seed: int,
     proximal_mu: float = 0.0,
     global_state: dict[str, Any] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    first_epoch: int = 0,
 ) -> dict[str, Any]:
     """Train ``model`` in place for ``epochs`` epochs on clean ``images`` (degraded here with ``seed``).
 
-    A fresh Adam optimiser is used (as in a federated round). With
+    ``optimizer`` continues an existing Adam (its moments and step count), as
+    a method trained in chunks between validations or a FedAvg client that
+    keeps its state across rounds must; without one a fresh Adam is made.
+    Patches of epoch ``e`` are drawn from ``(seed, first_epoch + e)``, so
+    chunks of one training never repeat each other's draws. With
     ``proximal_mu > 0`` the loss adds ``mu/2 * ||w - w_global||^2`` (FedProx);
     ``global_state`` defaults to the model's weights at entry. Returns
     ``{"loss": last epoch's mean MSE, "n": number of training images,
-    "n_patches": patches per epoch, "losses": per-epoch MSE, "seconds": wall time}``.
+    "n_patches": patches per epoch, "steps": optimiser steps taken, "losses":
+    per-epoch MSE, "seconds": wall time}``.
     """
     t0 = time.perf_counter()
     images = check_images(images, "training images")
@@ -169,10 +180,10 @@ def fit_epochs(
             .to(device=device, dtype=p.dtype)
             for name, p in model.named_parameters()
         }
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = optimizer if optimizer is not None else make_optimizer(model, cfg)
     losses: list[float] = []
     n_patches = 0
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, first_epoch + epochs):
         rng = np.random.default_rng([seed, epoch])
         loss, n_patches = _train_one_epoch(model, opt, inputs, targets, cfg, rng, proximal_mu, global_params)
         losses.append(loss)
@@ -180,9 +191,41 @@ def fit_epochs(
         "loss": losses[-1] if losses else float("nan"),
         "n": int(len(images)),
         "n_patches": int(n_patches),
+        "steps": int(epochs * -(-n_patches // cfg.batch_size)),
         "losses": losses,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def make_optimizer(model: nn.Module, cfg: TaskConfig) -> torch.optim.Optimizer:
+    """The optimiser every method uses: Adam at ``cfg.lr``."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+
+def optimizer_arrays(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """An Adam's per-parameter state as flat named tensors (``<param index>.<name>``), e.g. for an ArrayRecord."""
+    out: dict[str, torch.Tensor] = {}
+    for idx, st in opt.state_dict()["state"].items():
+        for name, value in st.items():
+            out[f"{idx}.{name}"] = torch.as_tensor(value).detach().cpu().clone()
+    return out
+
+
+def load_optimizer_arrays(opt: torch.optim.Optimizer, arrays: dict[str, Any]) -> None:
+    """Restore what :func:`optimizer_arrays` saved into ``opt`` (same model, same parameter order)."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in arrays.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value)
+                                                               else value)
+    sd = opt.state_dict()
+    opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+
+
+def optimizer_step_count(opt: torch.optim.Optimizer) -> int:
+    """How many steps an Adam has taken over its life (0 for a fresh one)."""
+    steps = [int(st["step"]) for st in opt.state_dict()["state"].values() if "step" in st]
+    return max(steps, default=0)
 
 
 def _val_loss(model: nn.Module, inputs: np.ndarray, targets: np.ndarray, cfg: TaskConfig) -> float:

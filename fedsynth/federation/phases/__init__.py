@@ -11,12 +11,14 @@ resumed study never asks a site twice for the same thing):
 | :mod:`.central` | the network trained at the coordinator: on the synthetic pool, and centralised-real (simulation) |
 | :mod:`.weight_averaging` | FedAvg and the second Flower strategy on the sites' real data |
 | :mod:`.local_only` | each site trains alone |
+| :mod:`.validation` | federated validation on the sites' validation patients (every method's stopping rule) |
 | :mod:`.evaluation` | every model to every site; only metrics come back |
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from fedsynth.federation.model_store import ModelStore
 from fedsynth.federation.pool import SyntheticPool
@@ -34,7 +36,14 @@ class StudyRun:
     roster: Roster
     pool: SyntheticPool
     models: ModelStore
+    #: model name -> how it was trained (curve, steps, samples, seconds); the study saves it with its state
+    training: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def timeout_s(self) -> float:
         return self.spec.scenario.site_timeout_s
+
+    @property
+    def repeats(self) -> range:
+        """The downstream repeats (seeds ``scenario.seed + k``)."""
+        return range(self.spec.scenario.training.seeds)

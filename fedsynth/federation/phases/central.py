@@ -10,32 +10,58 @@ slice stores through the data layer, as no deployment could.
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 import numpy as np
 
-from fedsynth.federation.names import Method
+from fedsynth.federation.names import Method, seeded
 from fedsynth.federation.phases import StudyRun
 from fedsynth.federation.study_dir import simulated_site
 
-__all__ = ["centralised_real", "synthetic_pool", "train_central"]
+__all__ = ["centralised_real", "summary", "synthetic_pool", "train_central"]
 
 log = logging.getLogger(__name__)
 
 
+def summary(curve: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """What the report states about one training: the best check, the effort spent, the curve."""
+    best = next((p for p in curve if p.get("best")), curve[-1])
+    last = curve[-1]
+    return {"best_epoch": int(best["epoch"]), "epochs": int(last["epoch"]), "steps": int(last["steps"]),
+            "samples": int(last["samples"]), "best_val_psnr": float(best["val_psnr"]),
+            "seconds": float(seconds), "curve": curve}
+
+
 def train_central(run: StudyRun, method: str, images: np.ndarray) -> None:
-    """Train the scenario's network on ``images`` for ``training.epochs`` epochs; save it as ``method``."""
+    """Train the scenario's network on ``images`` at the coordinator, once per repeat, until validation says stop.
+
+    Validated every ``check_every`` epochs on the sites' validation patients
+    (:func:`~fedsynth.federation.phases.validation.federated_validator`);
+    the best weights are saved as ``method`` (repeat 0) or ``method@seedK``.
+    """
     import torch
 
-    from fedsynth.tasks import fit_epochs
+    from fedsynth.federation.phases.validation import federated_validator
+    from fedsynth.tasks import train_until_converged
 
     sc = run.spec.scenario
     if sc.training.coordinator_threads > 0:
         torch.set_num_threads(sc.training.coordinator_threads)
-    model = run.models.fresh()
-    log.info("%s: %d epochs on %d images", method, sc.training.epochs, len(images))
-    res = fit_epochs(model, images, sc.task, sc.training.epochs, sc.seed)
-    log.info("%s: final loss %.5f", method, float(res["loss"]))
-    run.models.save(method, model.state_dict())
+    budget = sc.training.budget()
+    for k in run.repeats:
+        name = seeded(method, k)
+        if run.models.has(name):
+            continue
+        t0 = time.perf_counter()
+        model = run.models.fresh(k)
+        log.info("%s: up to %d epochs on %d images (seed %d)", name, budget.max_epochs, len(images), sc.seed + k)
+        best, curve = train_until_converged(model, images, sc.task, sc.seed + k, budget,
+                                            federated_validator(run, method))
+        run.training[name] = summary(curve, time.perf_counter() - t0)
+        log.info("%s: best validation PSNR %.2f dB after %d of %d epochs", name,
+                 run.training[name]["best_val_psnr"], run.training[name]["best_epoch"], curve[-1]["epoch"])
+        run.models.save(name, best)
 
 
 def synthetic_pool(run: StudyRun) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord
 
 from fedsynth.federation import protocol as P
-from fedsynth.federation.names import Method, Phase, local_model
+from fedsynth.federation.names import DEGRADED_INPUT, Method, Phase, local_model, seeded
 from fedsynth.federation.phases import StudyRun
 
 __all__ = ["EVALUATION_SEED_OFFSET", "evaluate", "model_names"]
@@ -28,10 +28,11 @@ Evaluations = dict[str, dict[str, dict[str, list[float]]]]
 
 
 def model_names(run: StudyRun) -> list[str]:
-    """The trained models to evaluate, in report order."""
+    """The trained models to evaluate (every repeat), in report order."""
     second = run.spec.scenario.training.second_strategy
-    names = [Method.SYNTHETIC_POOL.value, Method.FEDAVG.value, str(second), Method.CENTRALISED_REAL.value]
-    names += [local_model(s.site_id) for s in run.roster.alive()]
+    base = [Method.SYNTHETIC_POOL.value, Method.FEDAVG.value, str(second), Method.CENTRALISED_REAL.value]
+    base += [local_model(s.site_id) for s in run.roster.alive()]
+    names = [seeded(n, k) for n in base for k in run.repeats]
     return [n for n in names if run.models.has(n)]
 
 
@@ -52,7 +53,11 @@ def evaluate(run: StudyRun, done: Evaluations, patients: dict[str, list[int]], r
             replies = run.roster.ask(todo, P.MSG_EVALUATE, lambda s, c=content: c, run.timeout_s)
         for sid, r in replies.items():
             reply = P.EvaluateReply.from_content(r.content)
-            done.setdefault(name, {})[sid] = reply.per_image
+            done.setdefault(name, {})[sid] = {k: reply.per_image[k] for k in P.EvaluateReply.METRICS}
+            if all(k in reply.per_image for k in P.EvaluateReply.INPUT_METRICS):
+                # the degraded input scored against the clean slice: the same for every model (same seed)
+                done.setdefault(DEGRADED_INPUT, {})[sid] = {
+                    k: reply.per_image[f"input_{k}"] for k in P.EvaluateReply.METRICS}
             if reply.patients:
                 patients[sid] = reply.patients
         record()

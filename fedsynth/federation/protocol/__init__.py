@@ -64,6 +64,7 @@ from fedsynth.federation.protocol.messages import (  # noqa: F401
     SiteInfo,
     TrainReply,
     TrainRequest,
+    evaluate_config,
     train_config,
     weights_of,
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
@@ -39,7 +39,7 @@ from fedsynth.federation.protocol.payloads import (
 )
 from fedsynth.privacy.certificate import SignedCertificate
 from fedsynth.privacy.config import GateConfig
-from fedsynth.tasks.config import TaskConfig
+from fedsynth.tasks.config import Budget, TaskConfig
 
 __all__ = [
     "EvaluateReply",
@@ -52,6 +52,7 @@ __all__ = [
     "SiteInfo",
     "TrainReply",
     "TrainRequest",
+    "evaluate_config",
     "train_config",
     "weights_of",
 ]
@@ -123,6 +124,7 @@ class SiteInfo(_Fields):
     site_id: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # names registry files: never a path
     modality: str
     n_train: int
+    n_val: int = 0
     n_test: int
     image_size: int
     generator_ready: bool
@@ -250,14 +252,25 @@ class PublishChunk:
             raise ProtocolError(f"malformed publish reply ({type(err).__name__}: {err})") from None
 
 
-def train_config(task: TaskConfig, local_epochs: int, seed: int) -> ConfigRecord:
-    """The ``config`` record of ``train`` messages (Flower's strategies add ``server-round``, FedProx ``proximal-mu``)."""
-    return ConfigRecord({"task": config_json(task), "local-epochs": int(local_epochs), "seed": int(seed)})
+def train_config(task: TaskConfig, local_epochs: int, seed: int, keep_optimizer: str = "") -> ConfigRecord:
+    """The ``config`` record of ``train`` messages (Flower's strategies add ``server-round``, FedProx ``proximal-mu``).
+
+    ``keep_optimizer`` names the optimiser state the site keeps across rounds
+    (empty: a fresh optimiser every round).
+    """
+    return ConfigRecord({"task": config_json(task), "local-epochs": int(local_epochs), "seed": int(seed),
+                         "keep-optimizer": str(keep_optimizer)})
 
 
 class TrainRequest(BaseModel):
     """``train``: local epochs of the downstream network from the given weights, on the site's real data.
 
+    Two kinds: a weight-averaging round (``local_epochs`` epochs; with
+    ``keep_optimizer`` the site keeps its Adam state under that name in the
+    node's Flower ``Context.state`` from round to round, and a first round
+    starts it fresh), or a whole local training (``budget`` given: the site
+    trains until its own validation patients stop improving, at most
+    ``budget.max_epochs``, and returns the best weights and its curve).
     Keys a Flower strategy adds beyond those named here are ignored, never acted on.
     """
 
@@ -267,45 +280,85 @@ class TrainRequest(BaseModel):
     seed: int = 0
     server_round: int = 0
     proximal_mu: float = 0.0
+    keep_optimizer: str = Field("", pattern=r"^[A-Za-z0-9_.:@-]{0,64}$")
+    budget: Budget | None = None
 
     def to_content(self, weights: ArrayRecord) -> RecordDict:
-        return RecordDict({WEIGHTS_KEY: weights,
-                           CONFIG_KEY: train_config(self.task, self.local_epochs, self.seed)})
+        cfg = train_config(self.task, self.local_epochs, self.seed, self.keep_optimizer)
+        if self.budget is not None:
+            cfg["budget"] = config_json(self.budget)
+        return RecordDict({WEIGHTS_KEY: weights, CONFIG_KEY: cfg})
 
     @classmethod
     def from_content(cls, content: RecordDict) -> TrainRequest:
-        return _from_config(cls, content, "task")
+        cfg = dict(_record(content, CONFIG_KEY))
+        data = {k.replace("-", "_"): v for k, v in cfg.items()}
+        data["task"] = _json_field(cfg.get("task"), "task")
+        if "budget" in cfg:
+            data["budget"] = _json_field(cfg["budget"], "budget")
+        return _typed(cls, data, CONFIG_KEY)
 
 
 @dataclass(frozen=True)
 class TrainReply:
-    """Reply to ``train``: the updated weights and what Flower's strategies need to weight them."""
+    """Reply to ``train``: the updated weights, what Flower's strategies need to weight them, and the effort.
+
+    ``steps``: optimiser steps taken by this call; ``optimizer_steps``: the
+    site's optimiser's steps over its life (more than ``steps`` when it kept
+    its state from earlier rounds); ``samples``: training patches seen;
+    ``curve``: the validation curve of a whole local training.
+    """
 
     weights: ArrayRecord
     train_loss: float
     num_examples: int
+    steps: int = 0
+    optimizer_steps: int = 0
+    samples: int = 0
+    curve: list[dict[str, Any]] = field(default_factory=list)
 
     def to_content(self) -> RecordDict:
-        return RecordDict({WEIGHTS_KEY: self.weights, METRICS_KEY: MetricRecord(
-            {"train-loss": float(self.train_loss), "num-examples": int(self.num_examples)})})
+        content = RecordDict({WEIGHTS_KEY: self.weights, METRICS_KEY: MetricRecord(
+            {"train-loss": float(self.train_loss), "num-examples": int(self.num_examples),
+             "steps": int(self.steps), "optimizer-steps": int(self.optimizer_steps),
+             "samples": int(self.samples)})})
+        if self.curve:
+            content[CONFIG_KEY] = ConfigRecord({"curve": json.dumps(self.curve)})
+        return content
 
     @classmethod
     def from_content(cls, content: RecordDict) -> TrainReply:
         m = _record(content, METRICS_KEY)
-        return cls(weights_of(content), float(m.get("train-loss", 0.0)), int(m.get("num-examples", 0)))
+        curve = _json_field(content[CONFIG_KEY].get("curve", "[]"), "curve") if CONFIG_KEY in content else []
+        if not isinstance(curve, list) or not all(isinstance(p, dict) for p in curve):
+            raise ProtocolError("train reply: 'curve' must be a list of objects")
+        return cls(weights_of(content), float(m.get("train-loss", 0.0)), int(m.get("num-examples", 0)),
+                   int(m.get("steps", 0)), int(m.get("optimizer-steps", 0)), int(m.get("samples", 0)), curve)
+
+
+Split = Literal["val", "test"]
+
+
+def evaluate_config(task: TaskConfig, seed: int, split: Split = "test") -> ConfigRecord:
+    """The ``config`` record of ``evaluate`` messages (also what a Flower strategy's ``evaluate_config`` is)."""
+    return ConfigRecord({"task": config_json(task), "seed": int(seed), "split": split})
 
 
 class EvaluateRequest(BaseModel):
-    """``evaluate``: per-image metrics of the given weights on the site's held-out test set."""
+    """``evaluate``: per-image metrics of the given weights on the site's validation or held-out test patients.
+
+    ``split = "val"`` is what every choice of a study is made on (early
+    stopping, tuning); ``"test"`` is read once, by the final evaluation.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
     task: TaskConfig
     seed: int = 0
+    split: Split = "test"
     server_round: int = 0  # added by Flower's strategies when they evaluate
 
     def to_content(self, weights: ArrayRecord) -> RecordDict:
-        return RecordDict({WEIGHTS_KEY: weights, CONFIG_KEY: ConfigRecord(
-            {"task": config_json(self.task), "seed": int(self.seed)})})
+        return RecordDict({WEIGHTS_KEY: weights, CONFIG_KEY: evaluate_config(self.task, self.seed, self.split)})
 
     @classmethod
     def from_content(cls, content: RecordDict) -> EvaluateRequest:
@@ -318,10 +371,13 @@ class EvaluateReply:
 
     ``patients[i]`` numbers the patient of image ``i`` 0, 1, 2, ... in an
     order only the site knows: enough for the coordinator to use the patient
-    as the statistical unit, nothing that names one.
+    as the statistical unit, nothing that names one. ``per_image`` also
+    carries ``input_psnr``/``input_ssim``/``input_rmse``: the degraded input
+    itself scored against the clean image (the "no network" row).
     """
 
     METRICS: ClassVar[tuple[str, ...]] = ("psnr", "ssim", "rmse")
+    INPUT_METRICS: ClassVar[tuple[str, ...]] = ("input_psnr", "input_ssim", "input_rmse")
     per_image: dict[str, list[float]]
     patients: list[int] = field(default_factory=list)
 
@@ -339,12 +395,21 @@ class EvaluateReply:
         m = _record(content, METRICS_KEY)
         try:
             per_image = {k: [float(x) for x in m[k]] for k in cls.METRICS}
+            per_image.update({k: [float(x) for x in m[k]] for k in cls.INPUT_METRICS if k in m})
             patients = [int(x) for x in m.get("patient", [])]
         except (KeyError, TypeError, ValueError) as err:
             raise ProtocolError(f"malformed evaluate reply ({type(err).__name__}: {err})") from None
-        if patients and len(patients) != len(per_image["psnr"]):
-            raise ProtocolError(f"evaluate reply: {len(patients)} patient numbers for {len(per_image['psnr'])} images")
+        n = len(per_image["psnr"])
+        if any(len(v) != n for v in per_image.values()):
+            raise ProtocolError("evaluate reply: metric lists of different lengths")
+        if patients and len(patients) != n:
+            raise ProtocolError(f"evaluate reply: {len(patients)} patient numbers for {n} images")
         return cls(per_image, patients)
+
+    def sse_count(self) -> tuple[float, int]:
+        """(sum over images of the per-image MSE, images): what pooled validation MSE adds up."""
+        rmse = np.asarray(self.per_image["rmse"], dtype=np.float64)
+        return float(np.sum(rmse ** 2)), int(rmse.size)
 
 
 def weights_of(content: RecordDict) -> ArrayRecord:
