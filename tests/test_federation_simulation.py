@@ -62,13 +62,13 @@ def test_report_has_the_design_keys(study):
         assert set(rep["methods"][m]["pooled"]) >= {"psnr", "ssim", "rmse", "n"}
         assert rep["methods"][m]["pooled"]["n"] > 0
     pooled = [c for c in rep["comparisons"] if c["site"] == "pooled"]
-    assert {c["b"] for c in pooled} == {"fedavg", "fedprox", "local-only", "centralised-real"}
+    assert {c["b"] for c in pooled} == {"fedavg", "fedprox", "local-only", "centralised-real", "phase-scrambled-pool"}
     for c in pooled:  # issue 5's statistics: bootstrap CI around the mean difference, Wilcoxon, TOST
         assert c["a"] == "synthetic-pool" and c["ci_low"] <= c["mean_diff"] <= c["ci_high"]
         assert 0 <= c["p_wilcoxon"] <= 1 and 0 <= c["p_tost"] <= 1
     verdicts = rep["patient_comparisons"]  # the headline: the patient as the unit, one verdict each
-    assert {(c["b"], c["metric"]) for c in verdicts} == {(b, m) for b in ("fedavg", "fedprox", "local-only",
-                                                                        "centralised-real") for m in ("psnr", "ssim")}
+    assert {(c["b"], c["metric"]) for c in verdicts} == {(b, m) for b in (
+        "fedavg", "fedprox", "local-only", "centralised-real", "phase-scrambled-pool") for m in ("psnr", "ssim")}
     for c in verdicts:
         assert c["unit"] == "patient" and c["n_patients"] == 3 and c["verdict"] in (
             "superior", "equivalent", "non-inferior", "inferior", "inconclusive")
@@ -92,7 +92,8 @@ def test_report_has_the_design_keys(study):
 
 def test_every_method_stops_on_validation_patients_and_states_its_effort(study):
     rep = json.loads((study["out"] / "report.json").read_text())
-    models = ("synthetic-pool", "fedavg", "fedprox", "centralised-real", "local-site-1", "local-site-2", "local-site-3")
+    models = ("synthetic-pool", "fedavg", "fedprox", "centralised-real", "phase-scrambled-pool", "local-site-1",
+              "local-site-2", "local-site-3")
     for name in models:
         t = rep["training"][name]
         curve = t["curve"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fixtures.federation import gate_run
-from flwr.app import Error, Message
+from flwr.app import ArrayRecord, Error, Message
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
@@ -322,3 +322,58 @@ def test_a_node_is_the_site_it_was_enrolled_as_not_what_it_claims(tmp_path):
     st.roster.connect()
     assert [s.site_id for s in st.roster.alive()] == ["site-1", "site-3"]
     assert "enrolled as site-1" in st.roster.missing["site-2"]
+
+
+def test_a_tuning_grid_is_chosen_on_validation_and_used_for_every_repeat(tmp_path):
+    """FedProx's mu from a grid: the candidate with the lowest validation MSE wins; test patients play no part."""
+    from fedsynth.federation.config import TrainingSettings
+    from fedsynth.federation.phases.weight_averaging import weight_averaging
+    from fedsynth.federation.study_report import build_report
+
+    keys, b = _bundles(tmp_path, 2)
+    mus: list[float] = []
+
+    def site(site_id, inner):
+        def answer(msg):
+            kind = msg.metadata.message_type
+            if kind == P.MSG_TRAIN:
+                req = P.TrainRequest.from_content(msg.content)
+                mus.append(req.proximal_mu)
+                w = P.weights_of(msg.content).to_torch_state_dict()
+                return P.TrainReply(ArrayRecord({k: v * 0 + req.proximal_mu for k, v in w.items()}), 0.1,
+                                    4).to_content()
+            if kind == P.MSG_EVALUATE:
+                req = P.EvaluateRequest.from_content(msg.content)
+                assert req.split == "val"  # no test patient is read while tuning
+                mu = float(next(iter(P.weights_of(msg.content).to_torch_state_dict().values())).flatten()[0])
+                err = abs(mu - 0.001) + 0.01  # the site's validation patients prefer mu = 0.001
+                return P.EvaluateReply({"psnr": [20.0], "ssim": [0.5], "rmse": [err]}, [0]).to_content()
+            return inner(msg)
+        answer.site_id = site_id
+        return answer
+
+    st = _study(tmp_path, {1: site("site-1", _site("site-1", b[1])), 2: site("site-2", _site("site-2", b[2]))}, keys)
+    st.spec.scenario.training = TrainingSettings(max_epochs=2, check_every=1, patience=2, seeds=2,
+                                                 tuning={"fedprox": {"proximal_mu": [0.1, 0.001]}})
+    st.roster.connect()
+    st.ctx = st.ctx.__class__(st.spec, st.roster, st.ctx.pool, st.ctx.models, st.state.training, st.state.tuning)
+    weight_averaging(st.ctx, "fedprox")
+    assert st.state.tuning["fedprox"]["chosen"] == {"proximal_mu": 0.001}
+    assert [t["params"]["proximal_mu"] for t in st.state.tuning["fedprox"]["tried"]] == [0.1, 0.001]
+    # 2 rounds x 2 sites per training: the grid (0.1, 0.001), then repeat 1 with the choice; repeat 0 is reused
+    assert mus == [0.1] * 4 + [0.001] * 4 + [0.001] * 4
+    assert st.ctx.models.has("fedprox") and st.ctx.models.has("fedprox@seed1")
+    rep = build_report(st.spec, st.state, ["site-1", "site-2"], {})
+    assert rep.tuning["fedprox"]["chosen"] == {"proximal_mu": 0.001}
+
+
+@pytest.mark.parametrize(("tuning", "msg"), [
+    ({"fedavg": {"proximal_mu": [0.1]}}, "not tunable"),
+    ({"scaffold": {"eta": [0.1]}}, "not a weight-averaging method"),
+    ({"fedavg": {"local_epochs": [3]}}, "whole divisors of max_epochs"),
+])
+def test_a_bad_tuning_grid_fails_when_the_scenario_loads(tuning, msg):
+    from fedsynth.federation.config import TrainingSettings
+
+    with pytest.raises(ValueError, match=msg):
+        TrainingSettings(max_epochs=4, check_every=2, tuning=tuning)

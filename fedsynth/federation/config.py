@@ -79,6 +79,15 @@ class PublishSettings(StrictModel):
         return self.max_candidates or 4 * self.quota
 
 
+#: What each weight-averaging method may tune on validation (strategy arguments, and the local epochs per round).
+TUNABLE: dict[str, tuple[str, ...]] = {
+    "fedavg": ("local_epochs",),
+    "fedprox": ("local_epochs", "proximal_mu"),
+    "fedavgm": ("local_epochs", "server_learning_rate", "server_momentum"),
+    "fedadam": ("local_epochs", "eta", "eta_l"),
+}
+
+
 class TrainingSettings(StrictModel):
     """One maximum budget and one stopping rule for every downstream training, and the seeds to repeat it with.
 
@@ -99,10 +108,17 @@ class TrainingSettings(StrictModel):
     seeds: int = Field(1, ge=1, le=20, description="downstream training seeds (repeats of every method)")
     keep_client_optimizer: bool = Field(
         True, description="FedAvg-family sites keep their Adam state across rounds (False: fresh Adam per round)")
-    second_strategy: Literal["fedprox", "fedadam"] = "fedprox"
-    proximal_mu: float = Field(0.01, ge=0.0)
+    second_strategy: Literal["fedprox", "fedadam", "fedavgm"] = "fedprox"
+    proximal_mu: float = Field(0.01, ge=0.0, description="FedProx's mu when not tuned")
+    tuning: dict[str, dict[str, list[float]]] = Field(
+        default_factory=dict,
+        description="per weight-averaging method, a grid tried on repeat 0 and chosen by validation MSE, e.g. "
+        "{fedprox = {proximal_mu = [1e-4, 1e-3, 1e-2]}, fedavg = {local_epochs = [1, 2]}}")
     local_only: bool = True
     centralised: bool = Field(True, description="simulation-only upper bound (not deployable)")
+    phase_scrambled_control: bool = Field(
+        False, description="also train on the pool with each image's Fourier phase randomised (amplitude kept): "
+        "what the pool's noise spectrum alone is worth, without its anatomy")
     coordinator_threads: int = Field(
         1, ge=0, description="torch threads for training at the coordinator; 0 = torch's default. "
         "1 avoids OpenMP oversubscription when simulated sites share the cores"
@@ -112,6 +128,17 @@ class TrainingSettings(StrictModel):
     def _divisible(self) -> TrainingSettings:
         if self.max_epochs % self.check_every:
             raise ValueError("max_epochs must be a multiple of check_every (whole FedAvg rounds)")
+        for method, grid in self.tuning.items():
+            allowed = TUNABLE.get(method)
+            if allowed is None:
+                raise ValueError(f"tuning: '{method}' is not a weight-averaging method ({', '.join(TUNABLE)})")
+            for name, values in grid.items():
+                if name not in allowed:
+                    raise ValueError(f"tuning.{method}: '{name}' is not tunable (one of {', '.join(allowed)})")
+                if not values or any(v < 0 for v in values):
+                    raise ValueError(f"tuning.{method}.{name}: give one or more non-negative values")
+                if name == "local_epochs" and any(v < 1 or v != int(v) or self.max_epochs % int(v) for v in values):
+                    raise ValueError(f"tuning.{method}.local_epochs: whole divisors of max_epochs only")
         return self
 
     def budget(self) -> Budget:

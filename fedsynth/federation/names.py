@@ -25,8 +25,10 @@ class Method(StrEnum):
     FEDAVG = "fedavg"
     FEDPROX = "fedprox"
     FEDADAM = "fedadam"
+    FEDAVGM = "fedavgm"
     LOCAL_ONLY = "local-only"
     CENTRALISED_REAL = "centralised-real"
+    PHASE_SCRAMBLED = "phase-scrambled-pool"
 
 
 class Phase(StrEnum):
@@ -44,8 +46,10 @@ class Phase(StrEnum):
     FEDAVG = Method.FEDAVG.value
     FEDPROX = Method.FEDPROX.value
     FEDADAM = Method.FEDADAM.value
+    FEDAVGM = Method.FEDAVGM.value
     LOCAL_ONLY = Method.LOCAL_ONLY.value
     CENTRALISED_REAL = Method.CENTRALISED_REAL.value
+    PHASE_SCRAMBLED = Method.PHASE_SCRAMBLED.value
     EVALUATION = "evaluation"
     REPORT = "report"
 
@@ -59,8 +63,10 @@ METHOD_LABELS: dict[Method, str] = {
     Method.FEDAVG: "FedAvg on the sites' real training data",
     Method.FEDPROX: "FedProx on the sites' real training data",
     Method.FEDADAM: "FedAdam on the sites' real training data",
+    Method.FEDAVGM: "FedAvg with server momentum on the sites' real training data",
     Method.LOCAL_ONLY: "each site alone on its own real data (scored on its own test set)",
     Method.CENTRALISED_REAL: "union of all sites' real training data: upper bound, simulation only, NOT deployable",
+    Method.PHASE_SCRAMBLED: "control: the pool with every image's Fourier phase randomised (its spectrum, no anatomy)",
 }
 
 

@@ -169,7 +169,8 @@ class Roster:
             if self.simulated and f"site-{k}" not in answered:
                 self.missing[f"site-{k}"] = "did not answer the site-info request"
         for s in self.alive():
-            log.info("site %s: %d train / %d test slices, %dpx", s.site_id, s.info.n_train, s.info.n_test,
+            log.info("site %s: %d train / %d validation / %d test slices, %dpx", s.site_id, s.info.n_train,
+                     s.info.n_val, s.info.n_test,
                      s.info.image_size)
         self.grid.allowed_nodes = {s.node_id for s in self.alive()}
         self.grid.order = {s.node_id: rank for rank, s in enumerate(self.alive())}

@@ -36,7 +36,11 @@ from fedsynth.errors import ConfigError
 from fedsynth.federation.model_store import ModelStore
 from fedsynth.federation.names import Phase
 from fedsynth.federation.phases import StudyRun
-from fedsynth.federation.phases.central import centralised_real, synthetic_pool
+from fedsynth.federation.phases.central import (
+    centralised_real,
+    phase_scrambled_pool,
+    synthetic_pool,
+)
 from fedsynth.federation.phases.evaluation import evaluate
 from fedsynth.federation.phases.generators import train_generators
 from fedsynth.federation.phases.local_only import local_only
@@ -68,7 +72,8 @@ class Study:
         self.roster = Roster(grid, spec.n_expected, spec.n_min, sc.site_timeout_s, spec.connect_timeout_s,
                              simulated=spec.mode == "simulation", missing=self.state.missing)
         self.ctx = StudyRun(spec, self.roster, SyntheticPool(self.layout.pool),
-                             ModelStore(self.layout, sc.task, sc.seed), self.state.training)
+                             ModelStore(self.layout, sc.task, sc.seed), self.state.training,
+                             self.state.tuning)
 
     def phases(self) -> list[tuple[Phase, Callable[[], None]]]:
         """The phases after ``setup``, in order (those the scenario switches off are absent)."""
@@ -81,6 +86,8 @@ class Study:
             (Phase.FEDAVG, lambda: weight_averaging(r, Phase.FEDAVG)),
             (second, lambda: weight_averaging(r, second)),
         ]
+        if t.phase_scrambled_control:
+            steps.append((Phase.PHASE_SCRAMBLED, lambda: phase_scrambled_pool(r)))
         if t.local_only:
             steps.append((Phase.LOCAL_ONLY, lambda: local_only(r)))
         if t.centralised:

@@ -53,7 +53,7 @@ def _notes(spec: StudySpec, state: StudyState, sites: list[str]) -> list[str]:
         f"validation MSE. The report key 'training' states each model's epochs, optimiser steps, samples seen, "
         f"wall time and validation curve. FedAvg-family sites {keep}. " + _participation(spec, state, sites),
         "Validation patients decide every stop; test patients are read once, by the final evaluation. "
-        + _convergence(state, t.max_epochs),
+        + _convergence(state, t.max_epochs) + " " + _tuning(spec, state),
         "centralised-real reads every site's real training slices in one place: an upper bound "
         "that exists only in simulation and is not deployable.",
         "communication_bytes count the serialised Flower messages (every object as pushed on the "
@@ -67,6 +67,22 @@ def _notes(spec: StudySpec, state: StudyState, sites: list[str]) -> list[str]:
         "the family; the per-slice comparisons are description only (slices of one patient are not "
         "independent). One split, one generator per site.",
     ]
+
+
+def _tuning(spec: StudySpec, state: StudyState) -> str:
+    """What the weight-averaging methods were tuned on, or that they were not."""
+    t = spec.scenario.training
+    parts = []
+    for method in ("fedavg", t.second_strategy):
+        tuned = state.tuning.get(method)
+        if tuned:
+            grid = "; ".join(f"{k} in {v}" for k, v in tuned["grid"].items())
+            chosen = ", ".join(f"{k} = {v:g}" for k, v in tuned["chosen"].items())
+            parts.append(f"{method} tuned on validation (repeat 0, {grid}): {chosen}")
+        else:
+            fixed = f"proximal_mu = {t.proximal_mu:g}, " if method == "fedprox" else ""
+            parts.append(f"{method} not tuned ({fixed}{t.check_every} local epochs per round)")
+    return "Tuning: " + "; ".join(parts) + "."
 
 
 def _convergence(state: StudyState, max_epochs: int) -> str:
@@ -114,7 +130,8 @@ def _patient_comparisons(spec: StudySpec, state: StudyState, per_method: dict[st
     if pool is None or not state.test_patients:
         return []
     rows = []
-    for other in (Method.FEDAVG, Method(sc.training.second_strategy), Method.CENTRALISED_REAL, Method.LOCAL_ONLY):
+    for other in (Method.FEDAVG, Method(sc.training.second_strategy), Method.CENTRALISED_REAL, Method.LOCAL_ONLY,
+                  Method.PHASE_SCRAMBLED):
         if other.value not in per_method:
             continue
         for metric, margin in sc.margins.items():
@@ -140,7 +157,7 @@ def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: 
     repeats = range(sc.training.seeds)
     alive = sites or sorted({sid for name, per in evals.items() for sid in per if name != DEGRADED_INPUT})
     second = sc.training.second_strategy
-    central = (Method.SYNTHETIC_POOL, Method.FEDAVG, Method(second), Method.CENTRALISED_REAL)
+    central = (Method.SYNTHETIC_POOL, Method.FEDAVG, Method(second), Method.CENTRALISED_REAL, Method.PHASE_SCRAMBLED)
     runs: dict[str, list[dict[str, dict[str, list[float]]]]] = {}
     for m in central:
         found = [evals[seeded(m.value, k)] for k in repeats if seeded(m.value, k) in evals]
@@ -166,7 +183,8 @@ def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: 
         {local_model(sid): evals[local_model(sid)] for sid in alive if local_model(sid) in evals}, seed=seed).items()}
     comparisons: list[dict[str, Any]] = []
     if Method.SYNTHETIC_POOL in per_method:
-        for other in (Method.FEDAVG, Method(second), Method.CENTRALISED_REAL, Method.LOCAL_ONLY):
+        for other in (Method.FEDAVG, Method(second), Method.CENTRALISED_REAL, Method.LOCAL_ONLY,
+                      Method.PHASE_SCRAMBLED):
             if other in per_method:
                 pair = {Method.SYNTHETIC_POOL.value: per_method[Method.SYNTHETIC_POOL],
                         other.value: per_method[other]}
@@ -192,6 +210,7 @@ def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: 
         wall_seconds={**state.wall_seconds, "total": float(sum(state.wall_seconds.values()))},
         training=state.training,
         repeats=sc.training.seeds,
+        tuning=state.tuning,
         notes=_notes(spec, state, alive),
     )
 

@@ -38,6 +38,8 @@ class StudyRun:
     models: ModelStore
     #: model name -> how it was trained (curve, steps, samples, seconds); the study saves it with its state
     training: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: weight-averaging method -> its tuning grid, what each setting scored on validation, the choice
+    tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def timeout_s(self) -> float:

@@ -30,7 +30,8 @@ Evaluations = dict[str, dict[str, dict[str, list[float]]]]
 def model_names(run: StudyRun) -> list[str]:
     """The trained models to evaluate (every repeat), in report order."""
     second = run.spec.scenario.training.second_strategy
-    base = [Method.SYNTHETIC_POOL.value, Method.FEDAVG.value, str(second), Method.CENTRALISED_REAL.value]
+    base = [Method.SYNTHETIC_POOL.value, Method.FEDAVG.value, str(second), Method.CENTRALISED_REAL.value,
+            Method.PHASE_SCRAMBLED.value]
     base += [local_model(s.site_id) for s in run.roster.alive()]
     names = [seeded(n, k) for n in base for k in run.repeats]
     return [n for n in names if run.models.has(n)]
