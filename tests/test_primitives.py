@@ -148,3 +148,18 @@ def test_quiet_console_keeps_the_terminal_to_progress_and_the_file_to_everything
                 h.filters = saved[h]
         logging.getLogger("flwr").handlers = saved_flwr
         root.setLevel(old_level)
+
+
+def test_machine_speed_is_measured_not_assumed() -> None:
+    import torch
+
+    from fedsynth.machine_speed import machine_speed
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        m = machine_speed(seconds=0.2, threads=1)
+        assert m["conv_gflops"] > 0 and m["threads"] == 1 and m["cores"] >= 1 and m["cpu"]
+        assert torch.get_num_threads() == 2  # the caller's thread count is restored
+    finally:
+        torch.set_num_threads(before)

@@ -59,6 +59,29 @@ def main(path: str) -> None:
     print("| --- | --- | --- | --- |")
     for m, b in r["communication_bytes"].items():
         print(f"| {m} | {b['sent']:,} | {b['received']:,} | {b['total']:,} |")
+    if r.get("training"):
+        print("\n| model | kept epoch | epochs run | optimiser steps | samples seen | best validation PSNR | seconds |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name, t in r["training"].items():
+            print(f"| {name} | {t['best_epoch']} | {t['epochs']} | {t['steps']:,} | {t['samples']:,} | "
+                  f"{t['best_val_psnr']:.2f} | {t['seconds']:.1f} |")
+        print("\n| method | test PSNR per seed | test SSIM per seed |")
+        print("| --- | --- | --- |")
+        for m, v in r["methods"].items():
+            ps = v.get("per_seed") or {}
+            if ps:
+                print(f"| {m} | {', '.join(f'{x:.2f}' for x in ps['psnr'])} | "
+                      f"{', '.join(f'{x:.4f}' for x in ps['ssim'])} |")
+    for method, tu in (r.get("tuning") or {}).items():
+        print(f"\n{method} tuning ({tu['rule']}); chosen: {tu['chosen']}\n")
+        print("| setting | best validation PSNR | best validation MSE | kept epoch / run | seconds |")
+        print("| --- | ---: | ---: | --- | ---: |")
+        for t in tu["tried"]:
+            print(f"| {t['params']} | {t['best_val_psnr']:.2f} | {t['best_val_mse']:.3e} | "
+                  f"{t['best_epoch']} / {t['epochs']} | {t['seconds']:.1f} |")
+    if r.get("machine"):
+        m = r["machine"]
+        print(f"\nmachine: {m['conv_gflops']} GFLOP/s conv probe, {m['cpu']}, {m['cores']} cores, torch {m['torch']}")
     print("\n| phase | seconds |")
     print("| --- | --- |")
     for k, v in r["wall_seconds"].items():

@@ -28,6 +28,10 @@ def _simulate(args: argparse.Namespace) -> int:
                                  show_progress=True, audit_dir=Path(args.audit_dir) if args.audit_dir else None,
                                  verbose=args.verbose)
     print(f"study '{scenario.name}' finished in {time.perf_counter() - t0:.0f} s")
+    machine = report.get("machine") or {}
+    if machine:
+        print(f"  machine: {machine['conv_gflops']:.1f} GFLOP/s on the conv probe ({machine['cpu']}, "
+              f"{machine['cores']} cores, {machine['threads']} threads)")
     for phase, sec in report.get("wall_seconds", {}).items():
         print(f"  {phase:<24} {sec:8.1f} s")
     from fedsynth.report import validate_report

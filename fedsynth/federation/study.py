@@ -150,6 +150,13 @@ class Study:
     def run(self) -> Any:
         """Run (or resume) every phase; returns the report."""
         t0 = time.perf_counter()
+        from fedsynth.machine_speed import machine_speed
+
+        # measured while the sites are idle, so the report's wall times can be read against this machine
+        self.state.machine = machine_speed(seconds=1.0)
+        log.info("machine: %.1f GFLOP/s on the conv probe (%s, %s cores, %d threads)",
+                 self.state.machine["conv_gflops"], self.state.machine["cpu"], self.state.machine["cores"],
+                 self.state.machine["threads"])
         try:
             self.roster.connect()
         finally:

@@ -211,6 +211,7 @@ def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: 
         training=state.training,
         repeats=sc.training.seeds,
         tuning=state.tuning,
+        machine=state.machine,
         notes=_notes(spec, state, alive),
     )
 

@@ -47,6 +47,7 @@ class StudyState(StrictModel):
     participants: dict[str, list[list[str]]] = Field(
         default_factory=dict, description="per weight-averaging method: the sites that trained in each round")
     missing: dict[str, str] = Field(default_factory=dict, description="site -> why it left the study")
+    machine: dict[str, Any] = Field(default_factory=dict, description="this machine's measured conv speed (last run)")
     tuning: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="weight-averaging method -> grid, validation score per setting, choice")
     training: dict[str, dict[str, Any]] = Field(

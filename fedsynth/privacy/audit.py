@@ -116,14 +116,14 @@ def memorisation(
     held = gate.check(np.ascontiguousarray(test, np.float32))
     pub_to_train = gate.check(pub)
     syn_index = ReferenceIndex(pub, gate.cfg)
-    train = gate.index.references
+    train = gate.references  # the real slices, not the transform grid's variants
     out: dict[str, Any] = {"n_published": int(len(pub)), "n_test_patients": int(len(np.unique(test_groups))),
                            "metrics": {}}
     for m in gate.metrics:
         to_syn_train, _ = syn_index.search(m, np.ascontiguousarray(train, np.float32))
         to_syn_test, _ = syn_index.search(m, np.ascontiguousarray(test, np.float32))
-        lo, hi = _patient_bootstrap(to_syn_train, np.asarray(gate.groups), to_syn_test, np.asarray(test_groups),
-                                    seed, n_boot) if gate.groups is not None else (None, None)
+        lo, hi = _patient_bootstrap(to_syn_train, np.asarray(gate.reference_groups), to_syn_test, np.asarray(test_groups),
+                                    seed, n_boot) if gate.reference_groups is not None else (None, None)
         p05 = float(np.percentile(held.distances[m], 5))
         out["metrics"][m] = {
             "membership_auc": membership_auc(to_syn_train, to_syn_test),

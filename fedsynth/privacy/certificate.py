@@ -54,6 +54,8 @@ class ReferenceSet(_Part):
     n_images: int = Field(..., ge=0)
     n_patients: int | None
     image_shape: list[int]
+    n_searched: int | None = Field(None, ge=0, description="references searched: the slices and their "
+                                   "transform-grid variants (GateConfig.rotations_deg, scales, subpixel_shifts)")
 
 
 class MetricThreshold(_Part):

@@ -35,6 +35,13 @@ class GateConfig(StrictModel):
         description="absolute mode: threshold per metric; calibrated mode: optional floor per metric")
     max_shift: int = Field(default=4, ge=0, le=16, description="ncc_robust: largest integer shift, pixels")
     flips: bool = Field(default=True, description="ncc_robust: also try horizontal/vertical flips")
+    rotations_deg: list[float] = Field(
+        default_factory=list, description="every metric: also compare against each reference rotated by these "
+        "angles (degrees, |a| <= 30; the transform grid of fedsynth.privacy.transforms)")
+    scales: list[float] = Field(default_factory=list, description="every metric: ... and scaled by these factors "
+                                "(0.5 to 2)")
+    subpixel_shifts: bool = Field(default=False, description="every metric: ... and shifted by half a pixel "
+                                  "(with ncc_robust's integer shifts: a half-pixel grid of shifts)")
     search: Literal["pruned", "flat"] = Field(
         default="pruned",
         description="exact nearest-neighbour strategy: 'pruned' (provable bounds, then exact re-check of the pairs "
@@ -64,4 +71,8 @@ class GateConfig(StrictModel):
                 raise ValueError(f"absolute mode needs a threshold for {', '.join(missing)}")
         if len(set(self.metrics)) != len(self.metrics):
             raise ValueError("metrics are listed more than once")
+        if any(not abs(a) <= 30 for a in self.rotations_deg):
+            raise ValueError("rotations_deg must lie within +-30 degrees")
+        if any(not 0.5 <= s <= 2.0 for s in self.scales):
+            raise ValueError("scales must lie within 0.5 and 2")
         return self

@@ -26,6 +26,7 @@ from fedsynth.privacy.calibration import calibrate
 from fedsynth.privacy.certificate import FORMAT, AcceptanceMargin, Certificate
 from fedsynth.privacy.config import METRICS, GateConfig
 from fedsynth.privacy.search import ReferenceIndex
+from fedsynth.privacy.transforms import augment, describe, transform_grid
 from fedsynth.progress import progress
 
 __all__ = ["CheckResult", "GateResult", "PrivacyGate"]
@@ -109,9 +110,15 @@ class PrivacyGate:
         try:
             refs = _as_stack(references, "references", self.cfg.image_size)
             self.shape = refs.shape[1:]
-            self.groups = None if reference_groups is None else np.asarray(reference_groups).astype(str)
-            if self.groups is not None and len(self.groups) != len(refs):
-                raise GateError(f"{len(self.groups)} patient ids for {len(refs)} references")
+            groups = None if reference_groups is None else np.asarray(reference_groups).astype(str)
+            if groups is not None and len(groups) != len(refs):
+                raise GateError(f"{len(groups)} patient ids for {len(refs)} references")
+            #: the real slices as given (an audit's training side) and their patients
+            self.references, self.reference_groups = refs, groups
+            # the declared transform grid: every reference's variants join the searched set (exact over the grid)
+            self.grid = transform_grid(self.cfg)
+            refs = augment(refs, self.grid)
+            self.groups = None if groups is None else np.repeat(groups, len(self.grid))
             cache = Path(cache_dir) if cache_dir is not None else None
             self.index = ReferenceIndex(refs, self.cfg, cache)
             self.metrics: dict[str, dict[str, Any]] = {}
@@ -124,7 +131,7 @@ class PrivacyGate:
 
     def _threshold(self, metric: str, cache: Path | None) -> dict[str, Any]:
         floor = self.cfg.thresholds.get(metric)  # type: ignore[call-overload]
-        entry: dict[str, Any] = {"definition": _DEFINITIONS[metric], "mode": self.cfg.mode}
+        entry: dict[str, Any] = {"definition": _DEFINITIONS[metric] + describe(self.cfg), "mode": self.cfg.mode}
         if self.cfg.mode == "absolute":
             entry["threshold"] = float(floor)  # type: ignore[arg-type]
             return entry
@@ -280,7 +287,8 @@ class PrivacyGate:
             generator_hash=generator_hash,
             reference={
                 "fingerprint": self.index.fingerprint,
-                "n_images": int(len(self.index.references)),
+                "n_images": int(len(self.references)),
+                "n_searched": int(len(self.index.references)),  # with the transform grid's variants
                 "n_patients": None if self.groups is None else int(len(np.unique(self.groups))),
                 "image_shape": [int(s) for s in self.shape],
             },

@@ -230,6 +230,7 @@ are description only.</p>
 <h2>Privacy gate</h2>{_kv_table(privacy)}
 <h2>Communication (bytes)</h2>{_kv_table(rep.communication_bytes)}
 <h2>Wall time (s)</h2>{_kv_table(wall)}
+<h2>Machine</h2>{_kv_table(rep.machine)}
 <h2>Missing sites</h2>{_kv_table(missing)}
 <h2>Notes</h2><ul>{notes or "<li>–</li>"}</ul>
 </body></html>

@@ -212,6 +212,8 @@ class ReportModel(StrictModel):
     training: dict[str, TrainingEffort] = Field(
         default_factory=dict, description="per trained model (method, method@seedK, local-<site>): effort and curve")
     repeats: int | None = Field(None, ge=1, description="downstream training seeds per method")
+    machine: dict[str, Any] = Field(default_factory=dict,
+                                    description="the coordinator machine's measured conv speed (GFLOP/s) and what it is")
     tuning: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per tuned method: grid, validation score of each setting, the choice")
     notes: list[str] = Field(default_factory=list)
