@@ -109,6 +109,7 @@ def test_every_method_stops_on_validation_patients_and_states_its_effort(study):
     assert rep["methods"]["degraded-input"]["pooled"]["n"] == rep["methods"]["fedavg"]["pooled"]["n"]
     assert rep["repeats"] == 1
     assert rep["machine"]["conv_gflops"] > 0  # the wall times come with the machine's measured speed
+    assert rep["per_patient"]["synthetic-pool"]["patients"] == ["site-1#0", "site-2#0", "site-3#0"]
 
 
 def test_a_site_refuses_a_request_weaker_than_its_policy_and_the_report_says_why(study):

@@ -377,3 +377,32 @@ def test_a_bad_tuning_grid_fails_when_the_scenario_loads(tuning, msg):
 
     with pytest.raises(ValueError, match=msg):
         TrainingSettings(max_epochs=4, check_every=2, tuning=tuning)
+
+
+def test_the_report_averages_seeds_per_patient_and_shows_every_seed(tmp_path):
+    from fedsynth.federation.study_report import build_report
+    from fedsynth.federation.study_state import StudyState
+
+    rng = np.random.default_rng(0)
+    sc = ScenarioConfig(name="t", training={"seeds": 2})
+    spec = StudySpec(scenario=sc, out=tmp_path / "s", site_keys=tmp_path / "k", mode="simulation", expected_sites=2)
+    patients = {"site-1": [0, 0, 1, 1, 2, 2], "site-2": [0, 0, 1, 1, 2, 2]}
+
+    def scores(base):
+        return {sid: {"psnr": (base + rng.normal(0, 0.1, 6)).tolist(), "ssim": (0.9 + rng.normal(0, 0.001, 6)).tolist(),
+                      "rmse": (0.01 + rng.normal(0, 1e-4, 6)).tolist()} for sid in patients}
+
+    evals = {"synthetic-pool": scores(40.0), "synthetic-pool@seed1": scores(40.2), "fedavg": scores(39.0),
+             "fedavg@seed1": scores(39.4), "degraded-input": scores(37.0)}
+    state = StudyState(evaluations=evals, test_patients=patients)
+    rep = build_report(spec, state, ["site-1", "site-2"], {})
+    pool = rep.methods["synthetic-pool"]
+    assert len(pool.per_seed["psnr"]) == 2 and pool.per_seed["psnr"][1] > pool.per_seed["psnr"][0]
+    expected = np.mean([np.mean(evals[n][s]["psnr"]) for n in ("synthetic-pool", "synthetic-pool@seed1")
+                        for s in patients])
+    assert abs(pool.pooled.psnr.mean - expected) < 1e-9  # the seed mean of every slice
+    row = next(c for c in rep.patient_comparisons if c.b == "fedavg" and c.metric == "psnr")
+    assert row.n_patients == 6 and row.verdict == "superior"
+    assert [round(e["mean_diff"], 1) for e in row.per_seed] == [1.0, 0.8]  # each seed against the same seed
+    assert rep.per_patient["fedavg"]["patients"] == [f"site-{k}#{p}" for k in (1, 2) for p in range(3)]
+    assert "degraded-input" in rep.methods and rep.repeats == 2

@@ -105,3 +105,21 @@ def test_site_toml_privacy_section_and_its_default(tmp_path):
     (tmp_path / "zero.toml").write_text(base + "[privacy]\nmin_thresholds = {pixel_rmse = 0}\n")
     with pytest.raises(ConfigError, match="privacy.min_thresholds"):
         load_toml(tmp_path / "zero.toml", SiteSettings)
+
+
+def test_a_site_can_require_the_transform_grid_and_old_digests_stay_valid() -> None:
+    from fedsynth.privacy import GateConfig, GatePolicy, PolicyRefusal
+
+    plain = GatePolicy()
+    assert plain.digest() == GatePolicy.model_validate(plain.model_dump()).digest()
+    strict = GatePolicy(min_rotation_deg=5, min_scale_change=0.05, require_subpixel_shifts=True)
+    assert strict.digest() != plain.digest()
+    with pytest.raises(PolicyRefusal, match=r"rotations reach \+-0 deg.*scales reach \+-0.*half-pixel"):
+        strict.apply(GateConfig(), quota=10, max_attempts=40)
+    with pytest.raises(PolicyRefusal, match=r"rotations reach \+-2.5 deg"):  # one side short
+        strict.apply(GateConfig(rotations_deg=[-5, 2.5], scales=[0.95, 1.05], subpixel_shifts=True), 10, 40)
+    ok = GateConfig(rotations_deg=[-5, -2.5, 2.5, 5], scales=[0.95, 1.05], subpixel_shifts=True)
+    assert strict.apply(ok, 10, 40).rotations_deg == [-5, -2.5, 2.5, 5]
+    # the coordinator's side: a certificate whose grid is smaller than the request's falls short of it
+    floor = GatePolicy.from_request(ok, 10, 40)
+    assert floor.shortfalls(GateConfig(), 10, 40) and not floor.shortfalls(ok, 10, 40)

@@ -132,3 +132,17 @@ def test_html_renders_self_contained(tmp_path) -> None:
     # a plain dict works too (the federation passes one)
     render_html(_report(), tmp_path / "r2.html")
     assert (tmp_path / "r2.html").stat().st_size > 1000
+
+
+def test_html_draws_learning_curves_and_every_patient(tmp_path) -> None:
+    rep = _report()
+    curve = [{"epoch": 2, "steps": 10, "samples": 40, "val_mse": 2e-4, "val_psnr": 37.0, "bytes": 1000, "best": False},
+             {"epoch": 4, "steps": 20, "samples": 80, "val_mse": 1e-4, "val_psnr": 40.0, "bytes": 2000, "best": True}]
+    rep["training"] = {"synthetic": {"best_epoch": 4, "epochs": 4, "steps": 20, "samples": 80, "best_val_psnr": 40.0,
+                                     "seconds": 1.5, "curve": curve}}
+    rep["per_patient"] = {"synthetic": {"patients": ["site-1#0", "site-1#1"], "psnr": [39.0, 41.0]},
+                          "real": {"patients": ["site-1#0", "site-1#1"], "psnr": [39.5, 40.5]}}
+    text = render_html(write_report(tmp_path, rep), tmp_path / "report.html").read_text(encoding="utf-8")
+    assert text.count("data:image/png;base64,") == 5  # patient plot + 3 metric bars + learning curves
+    assert "Training effort and learning curves" in text and "<td>synthetic</td><td>4</td><td>4</td>" in text
+    assert text.index("per-patient PSNR") < text.index("<h2>Metrics</h2>")  # the patients come with the verdicts

@@ -106,6 +106,24 @@ def _seed_mean(runs: list[dict[str, dict[str, list[float]]]]) -> dict[str, dict[
     return {sid: {m: np.mean([r[sid][m] for r in runs], axis=0).tolist() for m in runs[0][sid]} for sid in sites}
 
 
+def _patient_means(per_method: dict[str, Any], patients: dict[str, list[int]]) -> dict[str, dict[str, list[Any]]]:
+    """Per method: its test patients (``site#number``) and each one's mean PSNR over its slices (and seeds)."""
+    from fedsynth.report.patients import per_patient
+
+    out: dict[str, dict[str, list[Any]]] = {}
+    for name, per_site in per_method.items():
+        names: list[str] = []
+        psnr: list[float] = []
+        for sid, metrics in sorted(per_site.items()):
+            if sid not in patients or len(patients[sid]) != len(metrics["psnr"]):
+                continue
+            keys, means = per_patient(metrics["psnr"], patients[sid])
+            names += [f"{sid}#{int(k)}" for k in keys]
+            psnr += [float(m) for m in means]
+        out[name] = {"patients": names, "psnr": psnr}
+    return out
+
+
 def _per_seed(runs: list[dict[str, dict[str, list[float]]]]) -> dict[str, list[float]]:
     """Pooled per-image mean PSNR/SSIM of each repeat (how much the seed moves a method)."""
     import numpy as np
@@ -117,11 +135,16 @@ def _per_seed(runs: list[dict[str, dict[str, list[float]]]]) -> dict[str, list[f
 _LOWER_IS_BETTER = ("rmse", "rmse_hu")
 
 
-def _patient_comparisons(spec: StudySpec, state: StudyState, per_method: dict[str, Any]) -> list[dict[str, Any]]:
+def _patient_comparisons(spec: StudySpec, state: StudyState, per_method: dict[str, Any],
+                         runs: dict[str, list[Any]] | None = None) -> list[dict[str, Any]]:
     """synthetic-pool against every other method, with the patient as the unit, each ending in a verdict.
 
     One family per test kind for Holm's correction: every (method, metric)
     pair of the study. The margins are the scenario's, fixed before the run.
+    The verdict is on seed-averaged patients; ``per_seed`` repeats the
+    patient-level mean difference and its 90 % CI within each seed (repeat
+    ``k`` of one method against repeat ``k`` of the other), so a reader sees
+    whether every seed points the same way.
     """
     from fedsynth.report import add_verdicts, compare_by_patient
 
@@ -135,8 +158,15 @@ def _patient_comparisons(spec: StudySpec, state: StudyState, per_method: dict[st
         if other.value not in per_method:
             continue
         for metric, margin in sc.margins.items():
+            better = metric not in _LOWER_IS_BETTER
             row = compare_by_patient(pool, per_method[other.value], state.test_patients, metric, margin,
-                                     higher_is_better=metric not in _LOWER_IS_BETTER, seed=sc.seed)
+                                     higher_is_better=better, seed=sc.seed)
+            mine, theirs = (runs or {}).get(Method.SYNTHETIC_POOL.value, []), (runs or {}).get(other.value, [])
+            if len(mine) > 1 and len(theirs) == len(mine):
+                each = [compare_by_patient(a, b, state.test_patients, metric, margin, higher_is_better=better,
+                                           seed=sc.seed, n_boot=200) for a, b in zip(mine, theirs, strict=True)]
+                row["per_seed"] = [{"mean_diff": e["mean_diff"], "ci90_low": e["ci90_low"],
+                                    "ci90_high": e["ci90_high"]} for e in each]
             rows.append({"a": Method.SYNTHETIC_POOL.value, "b": other.value, **row})
     return add_verdicts(rows)
 
@@ -189,7 +219,7 @@ def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: 
                 pair = {Method.SYNTHETIC_POOL.value: per_method[Method.SYNTHETIC_POOL],
                         other.value: per_method[other]}
                 comparisons += compare(pair, reference_method=other.value, margins=sc.margins, seed=seed)
-    patient_comparisons = _patient_comparisons(spec, state, per_method)
+    patient_comparisons = _patient_comparisons(spec, state, per_method, runs)
     comm = {k: {**v, "total": v["sent"] + v["received"]} for k, v in sorted(state.bytes.items())}
     return ReportModel(
         scenario=sc.name,
@@ -209,6 +239,7 @@ def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: 
         pool_quarantine=[{"site": q.site, "digest": q.digest, "reason": q.reason} for q in quarantined],
         wall_seconds={**state.wall_seconds, "total": float(sum(state.wall_seconds.values()))},
         training=state.training,
+        per_patient=_patient_means(per_method, state.test_patients),
         repeats=sc.training.seeds,
         tuning=state.tuning,
         machine=state.machine,

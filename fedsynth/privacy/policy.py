@@ -40,6 +40,11 @@ class PolicyRefusal(GateError):
     """
 
 
+#: Policy fields added later; left out of the digest while at their defaults, so the digests of policies
+#: registered before they existed stay valid.
+_LATER_FIELDS = ("min_rotation_deg", "min_scale_change", "require_subpixel_shifts")
+
+
 class GatePolicy(StrictModel):
     """What every publication of a site must satisfy (``[privacy]`` in the site TOML)."""
 
@@ -56,6 +61,11 @@ class GatePolicy(StrictModel):
         False, description="every candidate's untextured companion must clear the thresholds too")
     min_max_shift: int = Field(4, ge=0, le=16, description="ncc_robust must cover integer shifts of at least this")
     require_flips: bool = Field(True, description="ncc_robust must cover flips")
+    min_rotation_deg: float = Field(0.0, ge=0.0, le=30.0, description="the transform grid must include rotations "
+                                    "of at least -x and +x degrees (0: no requirement)")
+    min_scale_change: float = Field(0.0, ge=0.0, le=0.5, description="the transform grid must include scales of "
+                                    "at most 1 - x and at least 1 + x (0: no requirement)")
+    require_subpixel_shifts: bool = Field(False, description="the transform grid must include half-pixel shifts")
     max_images: int = Field(10_000, ge=1, description="most accepted images one study may ask for")
     max_candidates: int = Field(50_000, ge=1, description="most candidates one study may have the gate draw")
 
@@ -77,7 +87,11 @@ class GatePolicy(StrictModel):
         """``sha256:<hex>`` of the policy's canonical JSON: what a certificate and the coordinator's registry name."""
         from fedsynth.privacy.signing import canonical_json
 
-        return "sha256:" + hashlib.sha256(canonical_json(self.model_dump(mode="json"))).hexdigest()
+        data = self.model_dump(mode="json")
+        for name in _LATER_FIELDS:  # added after policies were registered: absent while at their default
+            if data[name] == type(self).model_fields[name].default:
+                data.pop(name)
+        return "sha256:" + hashlib.sha256(canonical_json(data)).hexdigest()
 
     @classmethod
     def from_request(cls, gate: GateConfig, quota: int, max_attempts: int) -> GatePolicy:
@@ -85,7 +99,8 @@ class GatePolicy(StrictModel):
         return cls(metrics=list(gate.metrics), min_percentile=gate.percentile if gate.mode == "calibrated" else None,
                    min_thresholds=dict(gate.thresholds), require_companions=gate.require_companions,
                    min_max_shift=gate.max_shift, require_flips=gate.flips, max_images=quota,
-                   max_candidates=max_attempts)
+                   max_candidates=max_attempts, min_rotation_deg=_rotation_reach(gate),
+                   min_scale_change=_scale_reach(gate), require_subpixel_shifts=gate.subpixel_shifts)
 
     def shortfalls(self, gate: GateConfig, quota: int, max_attempts: int) -> list[str]:
         """Every way ``gate`` (with that quota and candidate budget) asks for less than this policy; empty if none.
@@ -109,6 +124,14 @@ class GatePolicy(StrictModel):
             out.append(f"ncc_robust max_shift {gate.max_shift} is below the floor {self.min_max_shift}")
         if "ncc_robust" in gate.metrics and self.require_flips and not gate.flips:
             out.append("ncc_robust must cover flips")
+        if self.min_rotation_deg > 0 and _rotation_reach(gate) < self.min_rotation_deg:
+            out.append(f"the transform grid's rotations reach +-{_rotation_reach(gate):g} deg, below the floor "
+                       f"+-{self.min_rotation_deg:g}")
+        if self.min_scale_change > 0 and _scale_reach(gate) < self.min_scale_change:
+            out.append(f"the transform grid's scales reach +-{_scale_reach(gate):g}, below the floor "
+                       f"+-{self.min_scale_change:g}")
+        if self.require_subpixel_shifts and not gate.subpixel_shifts:
+            out.append("the transform grid must include half-pixel shifts")
         if quota > self.max_images:
             out.append(f"quota {quota} exceeds the most images per study, {self.max_images}")
         if max_attempts > self.max_candidates:
@@ -134,3 +157,14 @@ class GatePolicy(StrictModel):
             update.update(mode="calibrated", percentile=self.min_percentile)
         return GateConfig.model_validate({**gate.model_dump(), **update})
 
+
+def _rotation_reach(gate: GateConfig) -> float:
+    """The largest x such that the grid has rotations of at least -x and +x degrees (0 if it lacks a side)."""
+    rots = [float(r) for r in gate.rotations_deg]
+    return min(max((r for r in rots if r > 0), default=0.0), max((-r for r in rots if r < 0), default=0.0))
+
+
+def _scale_reach(gate: GateConfig) -> float:
+    """The largest x such that the grid has scales of at most 1 - x and at least 1 + x (0 if it lacks a side)."""
+    scales = [float(v) for v in gate.scales]
+    return min(max((v - 1 for v in scales if v > 1), default=0.0), max((1 - v for v in scales if v < 1), default=0.0))

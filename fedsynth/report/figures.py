@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["crops_figure", "learning_curves", "metric_bars", "sample_grid"]
+__all__ = ["crops_figure", "learning_curves", "metric_bars", "patient_plot", "sample_grid"]
 
 
 def _png(fig: Any) -> bytes:
@@ -92,6 +92,29 @@ def learning_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="lower right")
     axes[0].set_title("learning curves on validation patients (ring: kept weights)")
+    return _png(fig)
+
+
+def patient_plot(per_patient: Mapping[str, Mapping[str, Sequence[Any]]]) -> bytes:
+    """Methods side by side per test patient: one column per method, one line per patient (mean PSNR)."""
+    plt = _pyplot()
+    methods = [m for m, v in per_patient.items() if v.get("patients")]
+    patients = sorted({p for m in methods for p in per_patient[m]["patients"]})
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(methods) + 1), 3.6))
+    for p in patients:
+        xs, ys = [], []
+        for i, m in enumerate(methods):
+            names = list(per_patient[m]["patients"])
+            if p in names:
+                xs.append(i)
+                ys.append(per_patient[m]["psnr"][names.index(p)])
+        ax.plot(xs, ys, marker="o", ms=3, lw=0.8, alpha=0.7, label=p)
+    ax.set_xticks(range(len(methods)), methods, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("test PSNR (dB), patient mean")
+    ax.set_title("every test patient, methods side by side")
+    ax.grid(alpha=0.3)
+    if len(patients) <= 12:
+        ax.legend(fontsize=6, ncol=2, loc="best")
     return _png(fig)
 
 

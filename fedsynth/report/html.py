@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from fedsynth.io_utils import write_bytes_atomic
-from fedsynth.report.figures import crops_figure, learning_curves, metric_bars, sample_grid
+from fedsynth.report.figures import (
+    crops_figure,
+    learning_curves,
+    metric_bars,
+    patient_plot,
+    sample_grid,
+)
 from fedsynth.report.schema import (
     MetricSummary,
     ReportModel,
@@ -87,13 +93,19 @@ def _ci(lo: float | None, hi: float | None) -> str:
     return "–" if lo is None or hi is None else f"[{_fmt(lo)}, {_fmt(hi)}]"
 
 
+def _per_seed(c: Any) -> str:
+    """The comparison's patient-level mean difference within each seed (one seed: "–")."""
+    each = getattr(c, "per_seed", None) or []
+    return ", ".join(_fmt(e.get("mean_diff"), 3) for e in each) if len(each) > 1 else "–"
+
+
 def _verdicts_table(rep: ReportModel) -> str:
     """The study's answers: one row per patient-level comparison, verdict coloured; empty when there are none."""
     if not rep.patient_comparisons:
         return ""
     head = ("<tr><th>a</th><th>b</th><th>metric</th><th>patients</th><th>mean diff (a − b)</th><th>90 % CI</th>"
             "<th>bootstrap 95 % CI</th><th>mixed-model estimate [CI]</th><th>p (t, Holm)</th>"
-            "<th>p (TOST, Holm)</th><th>verdict</th></tr>")
+            "<th>p (TOST, Holm)</th><th>verdict</th><th>each seed: mean diff</th></tr>")
     rows = []
     for c in rep.patient_comparisons:
         direction = "" if c.higher_is_better else ' <span class="small">(lower is better)</span>'
@@ -106,7 +118,8 @@ def _verdicts_table(rep: ReportModel) -> str:
             f"<td>{c.n_patients}</td><td>{_fmt(c.mean_diff)}</td><td>{_ci(c.ci90_low, c.ci90_high)}</td>"
             f"<td>{_ci(c.ci95_low, c.ci95_high)}</td><td>{mixed}</td><td>{_fmt(c.p_ttest_holm)}</td>"
             f"<td>{_fmt(c.p_tost_holm)}</td>"
-            f'<td class="{_VERDICT_CLASS.get(verdict, "v-none")}"{title}>{_e(verdict)} (±{_fmt(c.margin)})</td></tr>'
+            f'<td class="{_VERDICT_CLASS.get(verdict, "v-none")}"{title}>{_e(verdict)} (±{_fmt(c.margin)})</td>'
+            f"<td>{_per_seed(c)}</td></tr>"
         )
     note = ('<p class="small">Each patient counts once: a patient\'s slices are averaged before testing. '
             "Equivalent when the 90 % CI lies within ±margin (TOST, Holm-adjusted p &lt; 0.05); superior / "
@@ -222,6 +235,7 @@ a paired t-test and Wilcoxon signed-rank test for a difference, and TOST for equ
 Verdicts count patients, not slices (slices of one patient are not independent); the per-slice comparisons
 are description only.</p>
 {_verdicts_table(rep)}
+{_img(patient_plot(rep.per_patient), "per-patient PSNR, methods side by side") if rep.per_patient else ""}
 <h2>Metrics</h2>{_methods_table(rep)}
 {_bars(rep)}
 {_training(rep)}

@@ -212,6 +212,9 @@ class ReportModel(StrictModel):
     training: dict[str, TrainingEffort] = Field(
         default_factory=dict, description="per trained model (method, method@seedK, local-<site>): effort and curve")
     repeats: int | None = Field(None, ge=1, description="downstream training seeds per method")
+    per_patient: dict[str, dict[str, list[Any]]] = Field(
+        default_factory=dict, description="per method: test patients ('site#number') and each one's mean PSNR "
+        "over its slices and seeds (the unit of the verdicts)")
     machine: dict[str, Any] = Field(default_factory=dict,
                                     description="the coordinator machine's measured conv speed (GFLOP/s) and what it is")
     tuning: dict[str, dict[str, Any]] = Field(
