@@ -469,3 +469,14 @@ def test_ingest_with_validation_patients(tmp_path: Path) -> None:
     plain = ingest_site(tmp_path / "site", modality="mri", out=tmp_path / "c", size=16, train_fraction=0.5,
                         progress=False)
     assert plain.path != store.path and len(plain.val_images()) == 0
+
+
+def test_cli_ingest_with_validation_patients(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = make_site(tmp_path / "site", n_patients=6)
+    argv = ["data", "ingest", str(site), "--modality", "ct", "--size", "24", "--out", str(tmp_path / "c"),
+            "--train-fraction", "0.5", "--val-fraction", "0.2"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["train_patients"], summary["val_patients"], summary["test_patients"]) == (3, 1, 2)
+    assert main([*argv[:-1], "0.6"]) == 2  # train + val must leave test patients
+    assert "--val-fraction" in capsys.readouterr().err

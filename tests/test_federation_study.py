@@ -74,7 +74,7 @@ class FakeGrid(Grid):
         raise NotImplementedError
 
 
-def _site(site_id, bundle=None, fail=(), silent=()):
+def _site(site_id, bundle=None, fail=(), silent=(), n_val=2):
     def answer(msg):
         kind = msg.metadata.message_type
         if kind in fail:
@@ -82,7 +82,7 @@ def _site(site_id, bundle=None, fail=(), silent=()):
         if kind in silent:
             return None
         if kind == P.MSG_PING:
-            return P.SiteInfo(site_id=site_id, modality="ct", n_train=4, n_test=2, image_size=32,
+            return P.SiteInfo(site_id=site_id, modality="ct", n_train=4, n_val=n_val, n_test=2, image_size=32,
                               generator_ready=False).to_content()
         if kind == P.MSG_TRAIN_GENERATOR:
             return P.GeneratorReply(site_id=site_id, checkpoint_hash="test", skipped=False, seconds=1.0).to_content()
@@ -322,6 +322,15 @@ def test_a_node_is_the_site_it_was_enrolled_as_not_what_it_claims(tmp_path):
     st.roster.connect()
     assert [s.site_id for s in st.roster.alive()] == ["site-1", "site-3"]
     assert "enrolled as site-1" in st.roster.missing["site-2"]
+
+
+def test_a_site_without_validation_patients_is_named_and_takes_no_part(tmp_path):
+    keys, b = _bundles(tmp_path, 3)
+    st = _study(tmp_path, {1: _site("site-1", b[1]), 2: _site("site-2", b[2]), 3: _site("site-3", b[3], n_val=0)},
+                keys)
+    st.roster.connect()
+    assert st.roster.alive_ids() == ["site-1", "site-2"]
+    assert "no validation patients" in st.roster.missing["site-3"]
 
 
 def test_a_tuning_grid_is_chosen_on_validation_and_used_for_every_repeat(tmp_path):

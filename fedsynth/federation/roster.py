@@ -158,6 +158,10 @@ class Roster:
                 log.error("node %s claims to be %s but is enrolled as %s; it takes no part", node, info.site_id, name)
                 self.missing.setdefault(info.site_id, f"a node enrolled as {name} claimed this id")
                 continue
+            if info.n_val == 0:  # every method stops on validation patients: a site without them cannot take part
+                log.error("site %s has no validation patients; it takes no part", info.site_id)
+                self.missing.setdefault(info.site_id, "no validation patients (set val_fraction in its site config)")
+                continue
             claims.setdefault(info.site_id, []).append(Site(node, info.site_id, info))
         for site_id, nodes in claims.items():
             if len(nodes) > 1:  # one of them is not who it says; neither is trusted with the name

@@ -74,6 +74,7 @@ class Study:
         self.ctx = StudyRun(spec, self.roster, SyntheticPool(self.layout.pool),
                              ModelStore(self.layout, sc.task, sc.seed), self.state.training,
                              self.state.tuning)
+        self.ctx.checkpoint = self._save
 
     def phases(self) -> list[tuple[Phase, Callable[[], None]]]:
         """The phases after ``setup``, in order (those the scenario switches off are absent)."""

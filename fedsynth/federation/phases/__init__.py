@@ -17,6 +17,7 @@ resumed study never asks a site twice for the same thing):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ class StudyRun:
     training: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: weight-averaging method -> its tuning grid, what each setting scored on validation, the choice
     tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: save the study's state now (after each trained model, so a killed coordinator keeps what finished)
+    checkpoint: Callable[[], None] = field(default=lambda: None)
 
     @property
     def timeout_s(self) -> float:

@@ -62,6 +62,7 @@ def train_central(run: StudyRun, method: str, images: np.ndarray) -> None:
         log.info("%s: best validation PSNR %.2f dB after %d of %d epochs", name,
                  run.training[name]["best_val_psnr"], run.training[name]["best_epoch"], curve[-1]["epoch"])
         run.models.save(name, best)
+        run.checkpoint()
 
 
 def synthetic_pool(run: StudyRun) -> None:

@@ -36,3 +36,4 @@ def local_only(run: StudyRun) -> None:
             if reply.curve:
                 run.training[name] = summary(reply.curve, time.perf_counter() - t0)
             run.models.save(name, reply.weights.to_torch_state_dict())
+        run.checkpoint()

@@ -109,6 +109,7 @@ def _tune(run: StudyRun, method: str, grid: dict[str, list[float]]) -> dict[str,
     log.info("%s: tuned on validation: %s", method, chosen)
     run.training[seeded(method, 0)] = info
     run.models.save(seeded(method, 0), state)
+    run.checkpoint()
     return chosen
 
 
@@ -122,7 +123,7 @@ def weight_averaging(run: StudyRun, method: str) -> None:
     their Adam state across rounds (``keep_client_optimizer``).
     """
     grid = run.spec.scenario.training.tuning.get(str(method), {})
-    if grid and str(method) not in run.tuning and not run.models.has(seeded(method, 0)):
+    if grid and str(method) not in run.tuning:  # (re)tune: a choice not on record cannot be trusted from a model file
         params = _tune(run, method, grid)
     else:
         params = dict(run.tuning.get(str(method), {}).get("chosen", {}))
@@ -134,3 +135,4 @@ def weight_averaging(run: StudyRun, method: str) -> None:
         state, info = _train(run, method, name, k, params)
         run.training[name] = info
         run.models.save(name, state)
+        run.checkpoint()
