@@ -146,3 +146,4 @@ def test_html_draws_learning_curves_and_every_patient(tmp_path) -> None:
     assert text.count("data:image/png;base64,") == 5  # patient plot + 3 metric bars + learning curves
     assert "Training effort and learning curves" in text and "<td>synthetic</td><td>4</td><td>4</td>" in text
     assert text.index("per-patient PSNR") < text.index("<h2>Metrics</h2>")  # the patients come with the verdicts
+    assert "1 of 1 trainings kept the weights of their last validation" in text  # best epoch 4 of 4: budget-bound

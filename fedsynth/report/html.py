@@ -99,6 +99,16 @@ def _per_seed(c: Any) -> str:
     return ", ".join(_fmt(e.get("mean_diff"), 3) for e in each) if len(each) > 1 else "–"
 
 
+def _budget_warning(rep: ReportModel) -> str:
+    """A first-screen warning when trainings were still improving when they stopped (verdicts at a budget)."""
+    still = [n for n, t in rep.training.items() if t.epochs and t.best_epoch == t.epochs]
+    if not still:
+        return ""
+    return (f'<p class="v-bad">{len(still)} of {len(rep.training)} trainings kept the weights of their last '
+            "validation (still improving when their budget ended): these verdicts compare methods at an equal "
+            "budget, not at convergence (see the notes).</p>")
+
+
 def _verdicts_table(rep: ReportModel) -> str:
     """The study's answers: one row per patient-level comparison, verdict coloured; empty when there are none."""
     if not rep.patient_comparisons:
@@ -234,7 +244,7 @@ a paired t-test and Wilcoxon signed-rank test for a difference, and TOST for equ
 (equivalent when p<sub>TOST</sub> &lt; 0.05). A large t-test p-value alone is not evidence of equivalence.
 Verdicts count patients, not slices (slices of one patient are not independent); the per-slice comparisons
 are description only.</p>
-{_verdicts_table(rep)}
+{_budget_warning(rep)}{_verdicts_table(rep)}
 {_img(patient_plot(rep.per_patient), "per-patient PSNR, methods side by side") if rep.per_patient else ""}
 <h2>Metrics</h2>{_methods_table(rep)}
 {_bars(rep)}
