@@ -255,7 +255,7 @@ def _train_until_converged(s: SiteSession, req: P.TrainRequest, model: Any, imag
     from fedsynth.tasks import train_until_converged
 
     assert req.budget is not None
-    val_seed = req.seed + VALIDATION_SEED_OFFSET
+    val_seed = req.seed + P.VALIDATION_SEED
 
     def validate(m: Any) -> dict[str, float]:
         scores, _ = _val_scores(s, req.task, m, val_seed)
@@ -267,10 +267,6 @@ def _train_until_converged(s: SiteSession, req: P.TrainRequest, model: Any, imag
     last = curve[-1]
     return P.TrainReply(ArrayRecord(model.state_dict()), float(last["train_loss"]), int(len(images)),
                         int(last["steps"]), int(last["steps"]), int(last["samples"]), curve)
-
-
-#: Validation degradations use ``seed + VALIDATION_SEED_OFFSET`` at every site and for every method.
-VALIDATION_SEED_OFFSET = 4099
 
 
 def evaluate(s: SiteSession, req: P.EvaluateRequest, weights: ArrayRecord) -> P.EvaluateReply:

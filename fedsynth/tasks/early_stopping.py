@@ -58,6 +58,12 @@ class EarlyStopping:
     def stop(self) -> bool:
         return self.bad >= self.patience
 
+    def mark_best(self, curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Flag ``best`` on the curve entry of the best validation (one entry per :meth:`update`, in order)."""
+        for i, point in enumerate(curve, start=1):
+            point["best"] = i == self.best_check
+        return curve
+
 
 def train_until_converged(
     model: nn.Module,
@@ -95,6 +101,4 @@ def train_until_converged(
         curve.append(point)
         if stopper.stop:
             break
-    for i, point in enumerate(curve, start=1):
-        point["best"] = i == stopper.best_check
-    return best, curve
+    return best, stopper.mark_best(curve)

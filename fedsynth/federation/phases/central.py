@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import numpy as np
 
@@ -19,18 +18,9 @@ from fedsynth.federation.names import Method, seeded
 from fedsynth.federation.phases import StudyRun
 from fedsynth.federation.study_dir import simulated_site
 
-__all__ = ["centralised_real", "phase_scrambled_pool", "summary", "synthetic_pool", "train_central"]
+__all__ = ["centralised_real", "phase_scrambled_pool", "synthetic_pool", "train_central"]
 
 log = logging.getLogger(__name__)
-
-
-def summary(curve: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """What the report states about one training: the best check, the effort spent, the curve."""
-    best = next((p for p in curve if p.get("best")), curve[-1])
-    last = curve[-1]
-    return {"best_epoch": int(best["epoch"]), "epochs": int(last["epoch"]), "steps": int(last["steps"]),
-            "samples": int(last["samples"]), "best_val_psnr": float(best["val_psnr"]),
-            "seconds": float(seconds), "curve": curve}
 
 
 def train_central(run: StudyRun, method: str, images: np.ndarray) -> None:
@@ -42,7 +32,7 @@ def train_central(run: StudyRun, method: str, images: np.ndarray) -> None:
     """
     import torch
 
-    from fedsynth.federation.phases.validation import federated_validator
+    from fedsynth.federation.phases.validation import federated_validator, summary
     from fedsynth.tasks import train_until_converged
 
     sc = run.spec.scenario

@@ -9,7 +9,7 @@ from flwr.app import ArrayRecord
 from fedsynth.federation import protocol as P
 from fedsynth.federation.names import Method, local_model, seeded
 from fedsynth.federation.phases import StudyRun
-from fedsynth.federation.phases.central import summary
+from fedsynth.federation.phases.validation import summary
 
 __all__ = ["local_only"]
 

@@ -28,18 +28,27 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from fedsynth.federation import protocol as P
 from fedsynth.federation.phases import StudyRun
 
-__all__ = ["VALIDATION_SEED", "EarlyStop", "RoundValidation", "federated_validator", "pooled"]
+__all__ = ["VALIDATION_SEED", "EarlyStop", "RoundValidation", "federated_validator", "pooled", "summary"]
 
 log = logging.getLogger(__name__)
 
 #: The degradation seed of every validation (fixed: all methods and repeats see the same validation inputs).
-VALIDATION_SEED = 4099
+VALIDATION_SEED = P.VALIDATION_SEED
+
+
+def summary(curve: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """What the report states about one training: the best check, the effort spent, the curve."""
+    best = next((p for p in curve if p.get("best")), curve[-1])
+    last = curve[-1]
+    return {"best_epoch": int(best["epoch"]), "epochs": int(last["epoch"]), "steps": int(last["steps"]),
+            "samples": int(last["samples"]), "best_val_psnr": float(best["val_psnr"]),
+            "seconds": float(seconds), "curve": curve}
 
 
 def pooled(replies: list[P.EvaluateReply]) -> dict[str, float]:
     """Validation MSE (mean per-image MSE over every site's slices) and mean per-image PSNR of several sites."""
-    sse = sum(r.sse_count()[0] for r in replies)
-    n = sum(r.sse_count()[1] for r in replies)
+    sums = [r.sse_count() for r in replies]
+    sse, n = sum(s for s, _ in sums), sum(c for _, c in sums)
     psnr = [x for r in replies for x in r.per_image["psnr"]]
     if n == 0:
         raise ValueError("no validation images came back")
@@ -126,6 +135,4 @@ class RoundValidation:
 
     def finish(self) -> list[dict[str, Any]]:
         """The curve with the best round flagged."""
-        for i, point in enumerate(self.curve, start=1):
-            point["best"] = i == self.stopper.best_check
-        return self.curve
+        return self.stopper.mark_best(self.curve)

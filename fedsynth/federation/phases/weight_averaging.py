@@ -55,8 +55,12 @@ def _train(run: StudyRun, method: str, name: str, k: int, params: dict[str, floa
     """One training of ``method`` for repeat ``k`` with ``params``; returns (best global state, its summary)."""
     import torch  # noqa: F401 - Flower's to_torch_state_dict needs torch already imported
 
-    from fedsynth.federation.phases.central import summary
-    from fedsynth.federation.phases.validation import VALIDATION_SEED, EarlyStop, RoundValidation
+    from fedsynth.federation.phases.validation import (
+        VALIDATION_SEED,
+        EarlyStop,
+        RoundValidation,
+        summary,
+    )
 
     sc = run.spec.scenario
     t = sc.training

@@ -54,6 +54,7 @@ from fedsynth.federation.protocol.keys import (  # noqa: F401
     ProtocolError,
 )
 from fedsynth.federation.protocol.messages import (  # noqa: F401
+    VALIDATION_SEED,
     EvaluateReply,
     EvaluateRequest,
     GeneratorReply,

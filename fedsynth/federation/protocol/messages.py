@@ -52,6 +52,7 @@ __all__ = [
     "SiteInfo",
     "TrainReply",
     "TrainRequest",
+    "VALIDATION_SEED",
     "evaluate_config",
     "train_config",
     "weights_of",
@@ -94,11 +95,17 @@ def _json_field(value: Any, what: str) -> Any:
         raise ProtocolError(f"'{what}' is not valid JSON") from None
 
 
-def _from_config(model: type[BaseModel], content: RecordDict, json_key: str) -> Any:
-    """A request model from the ``config`` record, wire names mapped to fields, ``json_key`` decoded."""
+def _from_config(model: type[BaseModel], content: RecordDict, json_key: str, optional_json: tuple[str, ...] = ()) -> Any:
+    """A request model from the ``config`` record, wire names mapped to fields, ``json_key`` decoded.
+
+    ``optional_json`` names further JSON fields, decoded when present.
+    """
     cfg = dict(_record(content, CONFIG_KEY))
     data = {k.replace("-", "_"): v for k, v in cfg.items()}
     data[json_key] = _json_field(cfg.get(json_key), json_key)
+    for key in optional_json:
+        if key in cfg:
+            data[key] = _json_field(cfg[key], key)
     return _typed(model, data, CONFIG_KEY)
 
 
@@ -291,12 +298,7 @@ class TrainRequest(BaseModel):
 
     @classmethod
     def from_content(cls, content: RecordDict) -> TrainRequest:
-        cfg = dict(_record(content, CONFIG_KEY))
-        data = {k.replace("-", "_"): v for k, v in cfg.items()}
-        data["task"] = _json_field(cfg.get("task"), "task")
-        if "budget" in cfg:
-            data["budget"] = _json_field(cfg["budget"], "budget")
-        return _typed(cls, data, CONFIG_KEY)
+        return _from_config(cls, content, "task", optional_json=("budget",))
 
 
 @dataclass(frozen=True)
@@ -337,6 +339,10 @@ class TrainReply:
 
 
 Split = Literal["val", "test"]
+
+#: The degradation seed of every validation at the coordinator's request (all methods and repeats see the same
+#: validation inputs); a site's own local-only training validates with ``its training seed + VALIDATION_SEED``.
+VALIDATION_SEED = 4099
 
 
 def evaluate_config(task: TaskConfig, seed: int, split: Split = "test") -> ConfigRecord:
