@@ -1,4 +1,11 @@
-"""Deployment Engine on 127.0.0.1: TLS, SuperNode authentication, two sites, a tiny study (slow)."""
+"""Deployment Engine on 127.0.0.1 behind the front door, attacked and then used (slow).
+
+``server/smoke-deploy.sh`` does the work: TLS, SuperNode authentication, the nginx
+front door, the signed app package; an unregistered SuperNode, an outsider holding
+only ``ca.crt`` (register, ls, run), a registered site calling Control routes, an
+unsigned and a foreign-signed run; then the signed tiny study. The script exits
+non-zero on the first attack that is not refused.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +23,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.skipif(shutil.which("flower-superlink") is None, reason="flwr CLI not installed")
-def test_superlink_two_supernodes_tls_auth_tiny_study(tmp_path):
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed (apt-get install nginx)")
+def test_attacks_fail_and_the_signed_study_runs_behind_the_front_door(tmp_path):
     res = subprocess.run([str(REPO / "server" / "smoke-deploy.sh"), str(tmp_path / "w"),
                           str(REPO / "simulations" / "tiny.toml"), "8170"],
                          cwd=REPO, capture_output=True, text=True, timeout=900)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
     assert "unregistered SuperNode refused" in out
+    assert "outsider: register, ls, run refused at the front door" in out
+    assert "non-Fleet requests answered 404 by nginx" in out
+    assert "unsigned and foreign-signed runs refused by both sites" in out
     assert "deployment smoke OK" in out
     study = tmp_path / "w" / "study"
     db = sqlite3.connect(study / "pool" / "manifest.sqlite")

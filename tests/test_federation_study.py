@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from fixtures.federation import gate_run
@@ -145,6 +147,49 @@ def test_publish_in_chunks_verifies_and_pools(tmp_path):
     before = len(st.roster.grid._inner.sent)
     st._publish()
     assert len(st.roster.grid._inner.sent) == before
+
+
+def test_chunk_k_of_every_site_is_asked_in_one_round(tmp_path):
+    """A deployment round trip costs seconds whatever its size: n sites' chunks share each round."""
+    keys, b = _bundles(tmp_path, 2)
+    st = _study(tmp_path, {10: _site("site-1", b[1]), 20: _site("site-2", b[2])}, keys)
+    st.roster.connect()
+    fake = st.roster.grid._inner
+    plain, rounds = fake.send_and_receive, []
+    fake.send_and_receive = lambda msgs, timeout=None: (rounds.append(len(msgs)), plain(msgs, timeout=timeout))[1]
+    st._publish()
+    assert rounds == [2, 2]  # 6 images in chunks of 4: two rounds, both sites in each
+    assert st.ctx.pool.sites() == ["site-1", "site-2"]
+
+
+def _lying(site_id, bundle, lie):
+    """A site whose publish replies lie about shape or count (``lie`` rewrites the honest chunk)."""
+    honest = _site(site_id, bundle)
+
+    def answer(msg):
+        out = honest(msg)
+        if msg.metadata.message_type == P.MSG_PUBLISH:
+            return lie(P.PublishChunk.from_content(out)).to_content()
+        return out
+
+    answer.site_id = site_id
+    return answer
+
+
+@pytest.mark.parametrize("lie, reason", [
+    (lambda c: c if c.offset == 0 else dataclasses.replace(c, images=np.zeros((2, 16, 16), np.float32)),
+     "shape"),
+    (lambda c: dataclasses.replace(c, n_total=10**12), "more than the quota"),
+    (lambda c: dataclasses.replace(c, n_total=5), "does not fit"),
+])
+def test_a_site_lying_in_its_chunks_is_rejected_and_the_others_pooled(tmp_path, lie, reason):
+    keys, b = _bundles(tmp_path, 2)
+    st = _study(tmp_path, {10: _site("site-1", b[1]), 20: _lying("site-2", b[2], lie)}, keys)
+    st.roster.connect()
+    st._publish()
+    assert st.ctx.pool.sites() == ["site-1"]
+    assert reason in st.state.rejected_bundles["site-2"]
+    assert "site-2" not in st.roster.missing  # a privacy outcome: the site stays in the baselines
 
 
 def test_failed_and_silent_sites_are_dropped_and_named(tmp_path):

@@ -98,8 +98,41 @@ def _policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _app_key(args: argparse.Namespace) -> int:
+    from fedsynth.federation.app_registry import make_app_key
+
+    priv, pub, yaml_path = make_app_key(args.out, force=args.force)
+    print(f"private (keep where packages are signed): {priv}\npublic: {pub}\n"
+          f"give every site operator {yaml_path} (flower-supernode --trusted-entities)")
+    return 0
+
+
+def _app_sign(args: argparse.Namespace) -> int:
+    from fedsynth.federation.app_registry import sign_app
+
+    app = sign_app(args.key, args.registry, app=args.app, fab=args.fab)
+    print(f"signed {app.spec} sha256:{app.sha256} ({len(app.verifications)} signature(s))\n"
+          f"run it with: flwr run {app.spec} <connection> --stream")
+    return 0
+
+
+def _app_registry(args: argparse.Namespace) -> int:
+    from fedsynth.federation.app_registry import AppRegistry, signed_apps
+
+    reg = AppRegistry(args.registry, args.host, args.port)
+    apps = ", ".join(a.spec for a in signed_apps(args.registry)) or "none yet"
+    print(f"app registry on {reg.url} (FLWR_SUPERGRID_API_URL for the SuperLink); signed apps: {apps}", flush=True)
+    try:
+        reg.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        reg.close()
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``simulate``, ``certs``, ``site-keys``, ``enrol`` and ``policy``."""
+    """Add ``simulate``, ``certs``, ``site-keys``, ``enrol``, ``policy`` and the ``app-*`` commands."""
     p = sub.add_parser(
         "simulate",
         help="run a whole federated study locally on Flower's Simulation Engine",
@@ -162,3 +195,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--register", type=Path, metavar="DIR",
                    help="also write DIR/<site-id>.policy (the coordinator's site-keys registry)")
     q.set_defaults(func=_policy)
+
+    a = sub.add_parser(
+        "app-key",
+        help="coordinator: create the app-signing key and the trusted-entities.yaml every site installs",
+        description="Write OUT/app-signing.key (Ed25519, OpenSSH, 0600), OUT/app-signing.pub and "
+        "OUT/trusted-entities.yaml. SuperNodes started with --trusted-entities run only app packages "
+        "signed by a key listed there.",
+    )
+    a.add_argument("--out", required=True, type=Path, help="directory for the key")
+    a.add_argument("--force", action="store_true", help="replace an existing key")
+    a.set_defaults(func=_app_key)
+
+    s = sub.add_parser(
+        "app-sign",
+        help="coordinator: build the study's app package (FAB), sign it and store it in the app registry",
+        description="Build the Flower app at --app with Flower's builder (or take --fab), sign "
+        "timestamp||sha256(FAB) with the Ed25519 key, and store FAB and signature under "
+        "REGISTRY/<publisher>/<app>/<version>.fab|.sig.json. A stored version is never replaced by other bytes.",
+    )
+    s.add_argument("--key", required=True, type=Path, help="app-signing.key (fedsynth app-key)")
+    s.add_argument("--registry", required=True, type=Path, help="the app registry directory")
+    s.add_argument("--app", default=".", type=Path, help="the Flower app's directory (default: .)")
+    s.add_argument("--fab", type=Path, help="sign this already built .fab instead")
+    s.set_defaults(func=_app_sign)
+
+    r = sub.add_parser(
+        "app-registry",
+        help="coordinator: serve the signed app packages to the SuperLink (loopback)",
+        description="Serve REGISTRY's signed FABs as the app hub the SuperLink fetches from: start the "
+        "SuperLink with FLWR_SUPERGRID_API_URL set to the printed URL (server/start-superlink.sh does), "
+        "then `flwr run @publisher/app==x.y.z <connection>`.",
+    )
+    r.add_argument("--registry", required=True, type=Path, help="the app registry directory")
+    r.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1; keep it on loopback)")
+    r.add_argument("--port", type=int, default=8300, help="port (default 8300)")
+    r.set_defaults(func=_app_registry)

@@ -2,8 +2,10 @@
 
 The site generates, gates and signs its whole bundle on the first request
 and caches it; the coordinator fetches it in chunks of
-``publish.chunk_images`` (:class:`~fedsynth.federation.protocol.BundleAssembler`
-refuses missing, overlapping or misfit chunks), then the pool verifies the
+``publish.chunk_images``, chunk k from every site in one round (a round trip
+costs seconds in deployment whatever its size: docs/reliability.md, "Load"),
+(:class:`~fedsynth.federation.protocol.BundleAssembler` refuses missing,
+overlapping or misfit chunks), then the pool verifies the
 signature against the site's *registered* key and the exact images, the
 signed binding to this site, study and request nonce (and the site's
 registered policy digest), and that the certificate is at least as strict as
@@ -16,8 +18,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-
-from flwr.app import Message
 
 from fedsynth.errors import GateError
 from fedsynth.federation import protocol as P
@@ -56,9 +56,16 @@ def publish(
     with run.roster.method(Method.SYNTHETIC_POOL):
         first = run.roster.ask(todo, P.MSG_PUBLISH, lambda s: request.to_content(), run.timeout_s,
                                errors=rejected)
+        heads = {}
         for s in todo:
             if s.site_id in first:
-                _fetch_bundle(run, s, first[s.site_id], request, rejected, generators.get(s.site_id))
+                try:
+                    heads[s.site_id] = (s, P.PublishChunk.from_content(first[s.site_id].content))
+                except P.ProtocolError as err:
+                    _refuse(s.site_id, f"malformed publish reply: {err}", rejected)
+        for site_id, images in _fetch_bundles(run, heads, request, rejected).items():
+            s, head = heads[site_id]
+            _pool_bundle(run, s, head, images, request, rejected, generators.get(site_id))
     rows = {s.site_id: privacy_row(run, s.site_id, rejected) for s in run.roster.alive()}
     if run.pool.count() == 0:
         raise StudyError("no site published an accepted bundle; the pool is empty ("
@@ -95,21 +102,62 @@ def answers_request(cert: Any, request: P.PublishRequest, site: Site, generator_
         raise GateError("certificate does not answer the request: " + "; ".join(short))
 
 
-def _fetch_bundle(run: StudyRun, site: Site, first: Message, request: P.PublishRequest,
-                  rejected: dict[str, str], generator_hash: str | None) -> None:
-    head = P.PublishChunk.from_content(first.content)
-    asm = P.BundleAssembler(head.n_total)
-    asm.add(0, head.images)
-    for start, _ in P.chunk_ranges(head.n_total, request.chunk_images)[1:]:
-        log.info("site %s: fetching images %d-%d of %d", site.site_id, start,
-                 min(start + request.chunk_images, head.n_total), head.n_total)
-        content = request.model_copy(update={"offset": start}).to_content()
-        rep = run.roster.ask([site], P.MSG_PUBLISH, lambda s, c=content: c, run.timeout_s)
-        if site.site_id not in rep:
-            return
-        chunk = P.PublishChunk.from_content(rep[site.site_id].content)
-        asm.add(chunk.offset, chunk.images)
-    images = asm.images()
+def _refuse(site_id: str, reason: str, rejected: dict[str, str]) -> None:
+    log.error("site %s: bundle REJECTED: %s", site_id, reason)
+    rejected[site_id] = reason
+
+
+def _fetch_bundles(run: StudyRun, heads: dict[str, tuple[Site, P.PublishChunk]], request: P.PublishRequest,
+                   rejected: dict[str, str]) -> dict[str, Any]:
+    """Every site's whole bundle (site id -> images), chunk k of all sites asked in one round.
+
+    A site dropped on the way (error, timeout) is left out, one whose chunks
+    do not fit its bundle is rejected; the others go on.
+    """
+    asm: dict[str, P.BundleAssembler] = {}
+    plan: dict[str, list[int]] = {}
+    for site_id, (_, head) in heads.items():
+        try:
+            if head.n_total > request.quota:  # never size anything by a count the quota does not allow
+                raise P.ProtocolError(f"the site announces {head.n_total} images, more than the quota {request.quota}")
+            asm[site_id] = P.BundleAssembler(head.n_total)
+            asm[site_id].add(0, head.images)
+            plan[site_id] = [start for start, _ in P.chunk_ranges(head.n_total, request.chunk_images)[1:]]
+        except P.ProtocolError as err:
+            asm.pop(site_id, None)
+            _refuse(site_id, f"malformed publish reply: {err}", rejected)
+    k = 0
+    while sites := [heads[i][0] for i in asm if k < len(plan[i])]:
+        for s in sites:
+            start, total = plan[s.site_id][k], heads[s.site_id][1].n_total
+            log.info("site %s: fetching images %d-%d of %d", s.site_id, start,
+                     min(start + request.chunk_images, total), total)
+        rep = run.roster.ask(sites, P.MSG_PUBLISH,
+                             lambda s, k=k: request.model_copy(update={"offset": plan[s.site_id][k]}).to_content(),
+                             run.timeout_s)
+        for s in sites:
+            if s.site_id not in rep:
+                del asm[s.site_id]
+                continue
+            try:
+                chunk = P.PublishChunk.from_content(rep[s.site_id].content)
+                asm[s.site_id].add(chunk.offset, chunk.images)
+            except P.ProtocolError as err:
+                del asm[s.site_id]
+                _refuse(s.site_id, f"malformed publish reply: {err}", rejected)
+        k += 1
+    out = {}
+    for site_id, a in asm.items():
+        try:
+            out[site_id] = a.images()
+        except P.ProtocolError as err:
+            _refuse(site_id, f"incomplete bundle: {err}", rejected)
+    return out
+
+
+def _pool_bundle(run: StudyRun, site: Site, head: P.PublishChunk, images: Any, request: P.PublishRequest,
+                 rejected: dict[str, str], generator_hash: str | None) -> None:
+    """Verify ``site``'s reassembled bundle against its registered key and the request, then pool it."""
     key_path = registered_key(run.spec.site_keys, site.site_id)
     try:
         if not key_path.is_file():
@@ -123,8 +171,7 @@ def _fetch_bundle(run: StudyRun, site: Site, first: Message, request: P.PublishR
                                   conforms=lambda cert: answers_request(cert, request, site, generator_hash))
         log.info("site %s: %d images verified and pooled (%d new)", site.site_id, rec.n_images, rec.n_new)
     except GateError as err:
-        log.error("site %s: bundle REJECTED: %s", site.site_id, err)
-        rejected[site.site_id] = str(err)
+        _refuse(site.site_id, str(err), rejected)
 
 
 def privacy_row(run: StudyRun, site_id: str, rejected: dict[str, str]) -> dict[str, Any]:
