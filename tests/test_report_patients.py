@@ -161,6 +161,34 @@ def test_hierarchical_bootstrap_resamples_sites_known_case() -> None:
     assert again["ci95_low"] == r["ci95_low"] and again["ci95_high"] == r["ci95_high"]  # seeded
 
 
+def test_the_bootstrap_resamples_seeds_when_their_runs_are_given() -> None:
+    # two seeds that disagree: every patient's difference is +1 under seed 0 and -1 under seed 1, so the
+    # seed-averaged differences are all 0 and a sites-and-patients bootstrap sees no uncertainty at all;
+    # resampling the two seeds gives {+1, -1} each a quarter of the time: the 95 % interval is exactly [-1, 1]
+    diffs = {"s1": [0.0] * 3, "s2": [0.0] * 3}
+    avg_a, avg_b, patients = _from_patient_diffs(diffs, jitter=0.0)
+    runs = []
+    for d in (1.0, -1.0):
+        a_k, b_k, _ = _from_patient_diffs({k: [d] * 3 for k in diffs}, jitter=0.0)
+        runs.append((a_k, b_k))
+    plain = compare_by_patient(avg_a, avg_b, patients, "psnr", margin=0.5)
+    assert (plain["ci95_low"], plain["ci95_high"]) == pytest.approx((0.0, 0.0), abs=1e-12)
+    assert plain["bootstrap_levels"] == "sites, patients"
+    seeded = compare_by_patient(avg_a, avg_b, patients, "psnr", margin=0.5, seed_runs=runs)
+    assert (seeded["ci95_low"], seeded["ci95_high"]) == pytest.approx((-1.0, 1.0), abs=1e-12)
+    assert seeded["bootstrap_levels"] == "sites, patients, seeds (2)"
+    assert seeded["mean_diff"] == plain["mean_diff"] and seeded["p_ttest"] == plain["p_ttest"]  # verdict inputs
+
+
+def test_seed_runs_that_do_not_line_up_keep_the_seed_average(caplog) -> None:
+    a, b, patients = _from_patient_diffs({"s1": [0.5, 1.0, 1.5]})
+    other = {"s1": {"psnr": a["s1"]["psnr"][:6]}}  # one seed scored on fewer images
+    with caplog.at_level(logging.WARNING):
+        r = compare_by_patient(a, b, patients, "psnr", margin=0.5, seed_runs=[(a, b), (other, b)])
+    assert r["bootstrap_levels"] == "sites, patients"
+    assert "do not line up" in caplog.text
+
+
 def test_identical_methods_are_equivalent() -> None:
     rng = np.random.default_rng(5)
     a, _, patients = _random_effects(1, effect=0.0)

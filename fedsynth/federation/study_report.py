@@ -141,7 +141,8 @@ def _patient_comparisons(spec: StudySpec, state: StudyState, per_method: dict[st
 
     One family per test kind for Holm's correction: every (method, metric)
     pair of the study. The margins are the scenario's, fixed before the run.
-    The verdict is on seed-averaged patients; ``per_seed`` repeats the
+    The verdict is on seed-averaged patients (the bootstrap CI resamples the
+    seeds too, when there are several); ``per_seed`` repeats the
     patient-level mean difference and its 90 % CI within each seed (repeat
     ``k`` of one method against repeat ``k`` of the other), so a reader sees
     whether every seed points the same way.
@@ -159,9 +160,10 @@ def _patient_comparisons(spec: StudySpec, state: StudyState, per_method: dict[st
             continue
         for metric, margin in sc.margins.items():
             better = metric not in _LOWER_IS_BETTER
-            row = compare_by_patient(pool, per_method[other.value], state.test_patients, metric, margin,
-                                     higher_is_better=better, seed=sc.seed)
             mine, theirs = (runs or {}).get(Method.SYNTHETIC_POOL.value, []), (runs or {}).get(other.value, [])
+            pairs = list(zip(mine, theirs, strict=True)) if len(mine) > 1 and len(theirs) == len(mine) else None
+            row = compare_by_patient(pool, per_method[other.value], state.test_patients, metric, margin,
+                                     higher_is_better=better, seed=sc.seed, seed_runs=pairs)
             if len(mine) > 1 and len(theirs) == len(mine):
                 each = [compare_by_patient(a, b, state.test_patients, metric, margin, higher_is_better=better,
                                            seed=sc.seed, n_boot=200) for a, b in zip(mine, theirs, strict=True)]

@@ -64,7 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ev = ssub.add_parser(
         "evaluate", help="quality of the generator vs held-out real slices (JSON + PNG grid)",
-        description="Histogram distance, MS-SSIM diversity and a Fréchet distance in the site's own encoder "
+        description="A classifier two-sample test (held-out AUC of a CNN trained from scratch to tell synthetic "
+        "from the site's training and validation patients' slices, beside the real-vs-real floor), histogram "
+        "distance, MS-SSIM diversity and a Fréchet distance in the site's own encoder "
         "space (not Inception-FID), each beside noise and blurred-mean baselines; writes "
         "OUT/quality.json and OUT/samples_vs_real.png (default OUT: WORKDIR/quality).",
     )
@@ -74,6 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--sampler", choices=["ddim", "dpm", "ddpm"], default="ddim")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", type=Path, help="output directory (default WORKDIR/quality)")
+    ev.add_argument("--no-two-sample", action="store_true",
+                    help="skip the classifier two-sample test (a CNN trained to tell synthetic from real, ~1 min)")
     ev.set_defaults(func=_evaluate)
 
 
@@ -173,16 +177,30 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from fedsynth.generative import evaluate_quality, load_generator
 
     gen = load_generator(args.workdir)
     store = _open_cache(args.workdir)
     out = args.out or args.workdir / "quality"
+    two_sample = None
+    if not args.no_two_sample:  # the site's training and validation patients; the test patients stay untouched
+        parts = [p for p in ("train", "val") if len(store.images_of(p))]
+        two_sample = (np.concatenate([store.images_of(p) for p in parts]),
+                      np.concatenate([store.patient_ids_of(p) for p in parts]))
     rep = evaluate_quality(gen, store.test_images(), out, n=args.n, seed=args.seed, steps=args.steps,
-                           sampler=args.sampler, real_reference=store.train_images())
+                           sampler=args.sampler, real_reference=store.train_images(), two_sample_real=two_sample)
     s, b = rep["synthetic"], rep["baselines"]
     print(f"frechet_ae {s['frechet_ae']:.4g} (noise {b['noise']['frechet_ae']:.4g}, blurred mean "
           f"{b['blurred_mean']['frechet_ae']:.4g}); histogram_w1 {s['histogram_w1']:.4g}; "
           f"ms-ssim diversity {s['ms_ssim_diversity']:.3f} (real {rep['real_test_diversity']:.3f}) -> "
           f"{rep['files']['json']}")
+    if "skipped" in rep.get("two_sample", {}):
+        print(f"two-sample test skipped: {rep['two_sample']['skipped']}")
+    elif "two_sample" in rep:
+        sv, rr = rep["two_sample"]["synthetic_vs_real"], rep["two_sample"]["real_vs_real"]
+        print(f"two-sample AUC synthetic vs real {sv['auc']:.3f} [{sv['ci95'][0]:.2f}, {sv['ci95'][1]:.2f}]; "
+              f"real-vs-real floor {rr['auc']:.3f} [{rr['ci95'][0]:.2f}, {rr['ci95'][1]:.2f}] "
+              f"({rep['two_sample']['real_patients']} patients)")
     return 0

@@ -135,7 +135,7 @@ def _verdicts_table(rep: ReportModel) -> str:
             "Equivalent when the 90 % CI lies within ±margin (TOST, Holm-adjusted p &lt; 0.05); superior / "
             "inferior by the paired t-test on patients; non-inferior by the one-sided test against the margin. "
             "Holm's correction runs over all rows, one family per kind of test. The bootstrap resamples sites, "
-            "then patients within them; the mixed model (random intercepts for site and patient) is a "
+            "then patients within them, and the training seeds when there are several; the mixed model (random intercepts for site and patient) is a "
             "sensitivity check whose Wald CI is optimistic with few sites.</p>")
     return f"<h2>Verdicts (patient as the unit)</h2><table>{head}{''.join(rows)}</table>{note}"
 

@@ -24,8 +24,10 @@ the metric as it is, so for RMSE a *negative* difference means ``a`` is better):
   TOST verdict would not match it.
 * ``ci95_low`` / ``ci95_high``: a hierarchical percentile bootstrap at level
   ``1 - alpha``: each resample draws the sites with replacement, then, inside
-  every drawn site, that site's patients with replacement, and takes the mean
-  of the drawn patients' differences. Resampling sites as well as patients
+  every drawn site, that site's patients with replacement, and — when the
+  per-seed runs are given (``seed_runs``) — the training seeds with
+  replacement (once per resample: a seed moves every patient at once), and
+  takes the mean of the drawn patients' differences over the drawn seeds. Resampling sites as well as patients
   carries the site-to-site variation into the interval (the study's claim is
   about sites like these, not only about these sites). Seeded, ``n_boot``
   resamples. With a handful of sites or patients a percentile bootstrap is
@@ -138,29 +140,63 @@ def _site_differences(
 def _hierarchical_bootstrap(
     by_site: list[np.ndarray], confidence: float, n_boot: int, seed: int
 ) -> tuple[float, float]:
-    """Percentile CI of the mean patient difference, resampling sites, then patients within each drawn site.
+    """Percentile CI of the mean patient difference, resampling sites, patients within sites, and seeds.
 
+    ``by_site[s]`` is ``(patients,)`` (seed-averaged differences) or
+    ``(patients, seeds)`` (one column per training seed). With seeds, each
+    resample also draws the seeds with replacement — once for all patients,
+    because a seed is one training run that moves every patient's score at
+    once — and a patient's value is its mean over the drawn seeds.
     Vectorised per (slot, site): for each of the ``S`` site slots of every
     resample, the resamples that drew site ``s`` in that slot redraw its
     patients. The statistic is the mean over every drawn patient.
     """
     rng = np.random.default_rng(seed)
     n_sites = len(by_site)
+    mats = [d[:, None] if d.ndim == 1 else d for d in by_site]
+    n_seeds = mats[0].shape[1]
+    if n_seeds > 1:  # (seeds, n_boot) weights: how often each seed was drawn, over the number of seeds
+        draws = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+        weights = np.stack([(draws == k).sum(axis=1) for k in range(n_seeds)]) / n_seeds
+        values = [m @ weights for m in mats]  # (patients, n_boot): each patient under each resample's seeds
+    else:
+        values = [np.repeat(m, n_boot, axis=1) for m in mats]
     site_draw = rng.integers(0, n_sites, size=(n_boot, n_sites))
     total = np.zeros(n_boot)
     count = np.zeros(n_boot)
     for slot in range(n_sites):
-        for s, d in enumerate(by_site):
+        for s, v in enumerate(values):
             hit = np.flatnonzero(site_draw[:, slot] == s)
             if hit.size == 0:
                 continue
-            draw = rng.integers(0, d.size, size=(hit.size, d.size))
-            total[hit] += d[draw].sum(axis=1)
-            count[hit] += d.size
+            n_pat = v.shape[0]
+            draw = rng.integers(0, n_pat, size=(hit.size, n_pat))
+            total[hit] += v[draw, hit[:, None]].sum(axis=1)
+            count[hit] += n_pat
     means = total / count
     tail = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(means, [tail, 1.0 - tail])
     return float(lo), float(hi)
+
+
+def _seed_matrices(
+    seed_runs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], patients: Mapping[str, Sequence[int]],
+    metric: str, sites: Sequence[str],
+) -> list[np.ndarray] | None:
+    """Per site ``(patients, seeds)`` patient-mean differences of each seed's pair of runs; None if they do not line up."""
+    cols: dict[str, list[np.ndarray]] = {s: [] for s in sites}
+    keys: dict[str, np.ndarray] = {}
+    for a_k, b_k in seed_runs:
+        per, _ = _site_differences(a_k, b_k, patients, metric)
+        for s in sites:
+            if s not in per:
+                return None
+            k, m = per_patient(*per[s])
+            if s in keys and not np.array_equal(keys[s], k):
+                return None
+            keys[s] = k
+            cols[s].append(m)
+    return [np.stack(cols[s], axis=1) for s in sites]
 
 
 def _one_sided(d: np.ndarray, value: float, alternative: str) -> float:
@@ -241,8 +277,13 @@ def compare_by_patient(
     alpha: float = 0.05,
     seed: int = 0,
     n_boot: int = 2000,
+    seed_runs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Compare two methods on ``metric`` with the patient as the unit (see the module docstring).
+
+    ``seed_runs``: the per-seed pairs ``(a_k, b_k)`` that ``a`` and ``b``
+    average (same layout); with two or more, the bootstrap CI also resamples
+    the seeds (``bootstrap_levels`` says what was resampled).
 
     ``a[site][metric]`` and ``b[site][metric]`` are per-image scores on the
     same test images of each site in the same order; ``patients[site][i]`` is
@@ -280,6 +321,7 @@ def compare_by_patient(
         "higher_is_better": bool(higher_is_better),
         "alpha": float(alpha),
         "mixed": None,
+        "bootstrap_levels": None,
         "skipped_sites": skipped,
     }
     if n < 2:
@@ -289,7 +331,16 @@ def compare_by_patient(
     mean = float(dp.mean())
     se = float(dp.std(ddof=1)) / math.sqrt(n)
     half = float(t_dist.ppf(1.0 - alpha, n - 1)) * se
-    lo95, hi95 = _hierarchical_bootstrap(by_site, 1.0 - alpha, n_boot, seed)
+    levels = "sites, patients"
+    boot_input: list[np.ndarray] = by_site
+    if seed_runs is not None and len(seed_runs) > 1:
+        mats = _seed_matrices(seed_runs, patients, metric, list(sites))
+        if mats is None:
+            log.warning("patient comparison of %s: the seeds' runs do not line up; the bootstrap keeps the "
+                        "seed average", metric)
+        else:
+            boot_input, levels = mats, f"sites, patients, seeds ({len(seed_runs)})"
+    lo95, hi95 = _hierarchical_bootstrap(boot_input, 1.0 - alpha, n_boot, seed)
     p_lower = _one_sided(dp, -margin, "greater")
     p_upper = _one_sided(dp, margin, "less")
     row.update(
@@ -297,6 +348,7 @@ def compare_by_patient(
         ci90_high=mean + half,
         ci95_low=lo95,
         ci95_high=hi95,
+        bootstrap_levels=levels,
         p_ttest=_one_sided(dp, 0.0, "two-sided"),
         p_wilcoxon=_wilcoxon(dp),
         p_tost=max(p_lower, p_upper),

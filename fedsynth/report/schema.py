@@ -110,7 +110,7 @@ class PatientComparison(StrictModel):
     """``a - b`` on one metric with the patient as the unit (:func:`fedsynth.report.compare_by_patient`).
 
     ``ci90_*`` is the t-interval that matches TOST at alpha (level 1 - 2 alpha),
-    ``ci95_*`` the site-then-patient bootstrap (level 1 - alpha); the ``*_holm``
+    ``ci95_*`` the site-then-patient(-then-seed) bootstrap (level 1 - alpha); the ``*_holm``
     p-values and ``verdict`` are added by :func:`fedsynth.report.add_verdicts`.
     """
 
@@ -136,6 +136,7 @@ class PatientComparison(StrictModel):
     higher_is_better: bool = True
     alpha: float | None = Field(None, gt=0, lt=0.5)
     mixed: MixedModelFit | None = None
+    bootstrap_levels: str | None = Field(None, description="what the bootstrap resampled: 'sites, patients[, seeds (k)]'")
     skipped_sites: dict[str, str] = Field(default_factory=dict)
     p_ttest_holm: float | None = None
     p_tost_holm: float | None = None
