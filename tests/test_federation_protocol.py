@@ -115,7 +115,7 @@ def test_typed_requests_and_replies_survive_the_wire():
     gate = GateConfig(metrics=["pixel_rmse"], percentile=2.5)
     task = TaskConfig(task="ldct", channels=8)
     pub = P.PublishRequest(gate=gate, quota=5, max_attempts=20, study_id="s1", nonce="ab" * 16, seed=3,
-                           sample_steps=10, chunk_images=2, offset=4)
+                           sample_steps=10, chunk_images=2, offset=4, two_sample=True)
     assert P.PublishRequest.from_content(_roundtrip(pub.to_content())) == pub
     info = P.SiteInfo(site_id="s", modality="ct", n_train=3, n_test=2, image_size=32, generator_ready=True)
     assert P.SiteInfo.from_content(_roundtrip(info.to_content())) == info

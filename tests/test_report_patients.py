@@ -357,3 +357,17 @@ def test_html_puts_the_verdicts_first(tmp_path) -> None:
     plain = _report()
     plain.pop("patient_comparisons")
     assert "Verdicts (patient as the unit)" not in render_html(plain, tmp_path / "r2.html").read_text()
+
+
+def test_html_shows_each_sites_two_sample_test_beside_its_floor(tmp_path) -> None:
+    rep = _report()
+    test = {"auc": 0.93, "ci95": [0.88, 0.98], "folds": [0.9, 0.95, 0.94], "n_a": 112, "n_b": 80, "protocol": "p"}
+    floor = {**test, "auc": 0.55, "ci95": [0.31, 0.79]}
+    rep["privacy"] = {"site-1": {"n_published": 80, "two_sample": {"synthetic_vs_real": test, "real_vs_real": floor,
+                                                                    "real_patients": 7}},
+                      "site-2": {"n_published": 12, "two_sample": {"skipped": "a grouped side needs at least 3 groups",
+                                                                    "real_patients": 3}}}
+    html = render_html(write_report(tmp_path, rep), tmp_path / "r.html").read_text()
+    section = html[html.index("classifier two-sample test"):html.index("<h2>Privacy gate")]
+    assert "0.93 [0.88, 0.98]" in section and "0.55 [0.31, 0.79]" in section
+    assert "skipped: a grouped side needs at least 3 groups" in section

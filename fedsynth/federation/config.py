@@ -73,6 +73,9 @@ class PublishSettings(StrictModel):
     chunk_images: int = Field(
         256, ge=1, description="images per publish reply (a bundle is fetched in chunks and reassembled)"
     )
+    two_sample: bool = Field(
+        True, description="each site also runs the classifier two-sample test on its published bundle against its "
+        "training and validation patients (and the real-vs-real floor); the AUCs travel in the signed certificate")
 
     def candidate_limit(self) -> int:
         """The gate's ``max_attempts`` (candidates drawn), defaulting to four per requested image."""

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 
-from fedsynth.errors import GateError
+from fedsynth.errors import DataError, GateError
 from fedsynth.federation import protocol as P
 from fedsynth.federation.site_session import SiteSession
 from fedsynth.io_utils import atomic_dir, write_json_atomic
@@ -108,7 +108,7 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
     steps = req.sample_steps or None
     request = {"gate": cfg.model_dump(mode="json"), "quota": req.quota, "max_attempts": req.max_attempts,
                "seed": req.seed, "sample_steps": steps, "generator": str(gen.checkpoint_hash),
-               "study_id": req.study_id, "nonce": req.nonce, "policy": policy.digest()}
+               "study_id": req.study_id, "nonce": req.nonce, "policy": policy.digest(), "two_sample": req.two_sample}
     if img_path.exists() and cert_path.exists():
         cached = json.loads(cert_path.read_text(encoding="utf-8"))
         if cached.get("request") == request:
@@ -134,7 +134,10 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
     # the audit's held-out side: validation patients (test patients are only for the final evaluation)
     held = "val" if len(store.val_images()) else "test"
     audit = memorisation(gate, accepted, store.images_of(held), store.patient_ids_of(held), seed=req.seed)
-    cert = res.certificate.model_copy(update={"memorisation": audit})
+    update: dict[str, Any] = {"memorisation": audit}
+    if req.two_sample:
+        update["quality"] = _two_sample(store, accepted, req.seed)
+    cert = res.certificate.model_copy(update=update)
     signed = sign_certificate(cert, load_private_key(s.runtime.signing_key), site_id=s.site_id,
                               study_id=req.study_id, nonce=req.nonce, policy_digest=policy.digest())
     stats = {"n-accepted": int(len(accepted)), "quota-met": bool(res.quota_met),
@@ -146,6 +149,29 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
             json.dumps({"request": request, "signed": signed.model_dump(mode="json"), "stats": stats}),
             encoding="utf-8")
     return accepted, signed, stats
+
+
+def _two_sample(store: Any, published: np.ndarray, seed: int) -> dict[str, Any]:
+    """The classifier two-sample test of the published images against the training and validation patients.
+
+    Numbers only leave the site (AUCs, their CIs, counts). One 3-fold pass per
+    test (``repeats=1``) keeps it to seconds in a study; ``fedsynth site
+    evaluate`` repeats it three times. Too few patients: the reason, not a guess.
+    """
+    from fedsynth.generative.two_sample import real_vs_real_auc, two_sample_auc
+
+    parts = [p for p in ("train", "val") if len(store.images_of(p))]
+    real = np.concatenate([store.images_of(p) for p in parts])
+    groups = np.concatenate([store.patient_ids_of(p) for p in parts])
+    n_patients = int(len(np.unique(groups)))
+    try:
+        syn = two_sample_auc(real, published, a_groups=groups, repeats=1, seed=seed)
+        floor = real_vs_real_auc(real, groups, repeats=1, seed=seed)
+    except DataError as err:
+        return {"skipped": str(err), "real_patients": n_patients}
+    keep = ("auc", "ci95", "folds", "n_a", "n_b", "protocol")
+    return {"synthetic_vs_real": {k: syn[k] for k in keep}, "real_vs_real": {k: floor[k] for k in keep},
+            "real_patients": n_patients}
 
 
 def _reserve(s: SiteSession, req: P.PublishRequest) -> None:
@@ -241,7 +267,6 @@ def train(s: SiteSession, req: P.TrainRequest, weights: ArrayRecord, state: Reco
 
 def _val_scores(s: SiteSession, task: Any, model: Any, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-image metrics of ``model`` on the site's validation patients, and their patient ids."""
-    from fedsynth.errors import DataError
     from fedsynth.tasks import evaluate_network
 
     store = s.store()

@@ -141,6 +141,7 @@ class Certificate(_Part):
     summary: Summary
     binding: Binding | None = None  # absent from stand-alone `fedsynth gate` certificates
     memorisation: dict[str, Any] | None = None  # the site's audit of what it publishes (privacy.audit.memorisation)
+    quality: dict[str, Any] | None = None  # the site's two-sample test of what it publishes (generative.two_sample)
 
     def body(self) -> dict[str, Any]:
         """The JSON object that is signed: every field the maker set, nothing it left out."""

@@ -46,7 +46,7 @@ def publish(
     pub = sc.publish
     request = P.PublishRequest(gate=sc.gate, quota=pub.quota, max_attempts=pub.candidate_limit(), seed=sc.seed,
                                study_id=study_id, nonce=nonce, sample_steps=int(sc.generator.sample_steps or 0),
-                               chunk_images=pub.chunk_images)
+                               chunk_images=pub.chunk_images, two_sample=pub.two_sample)
     alive = run.roster.alive()
     todo = [s for s in alive if not run.pool.bundles(site=s.site_id, verified=True)]
     for s in alive:
@@ -194,4 +194,5 @@ def privacy_row(run: StudyRun, site_id: str, rejected: dict[str, str]) -> dict[s
         "threshold_ci95_over_patients": {m: (v.calibration or {}).get("ci95_over_patients")
                                          for m, v in cert.metrics.items()},
         "memorisation": cert.memorisation,
+        "two_sample": cert.quality,
     }

@@ -200,12 +200,14 @@ class PublishRequest(BaseModel):
     sample_steps: int = Field(0, ge=0)  # 0: the generator profile's default
     chunk_images: int = Field(0, ge=0)  # 0: the whole bundle in one reply
     offset: int = Field(0, ge=0)
+    two_sample: bool = False  # also run the classifier two-sample test on the bundle (numbers into the certificate)
 
     def to_content(self) -> RecordDict:
         return RecordDict({CONFIG_KEY: ConfigRecord({
             "gate": config_json(self.gate), "quota": self.quota, "max-attempts": self.max_attempts,
             "study-id": self.study_id, "nonce": self.nonce, "seed": self.seed,
-            "sample-steps": self.sample_steps, "chunk-images": self.chunk_images, "offset": self.offset})})
+            "sample-steps": self.sample_steps, "chunk-images": self.chunk_images, "offset": self.offset,
+            "two-sample": self.two_sample})})
 
     @classmethod
     def from_content(cls, content: RecordDict) -> PublishRequest:
