@@ -460,3 +460,40 @@ def test_the_report_averages_seeds_per_patient_and_shows_every_seed(tmp_path):
     assert [round(e["mean_diff"], 1) for e in row.per_seed] == [1.0, 0.8]  # each seed against the same seed
     assert rep.per_patient["fedavg"]["patients"] == [f"site-{k}#{p}" for k in (1, 2) for p in range(3)]
     assert "degraded-input" in rep.methods and rep.repeats == 2
+
+
+def test_a_site_crashing_in_local_only_or_in_evaluation_is_dropped_named_and_the_rest_go_on(tmp_path):
+    """The later phases too: a crash is the site's, not the study's; the report names it."""
+    from fedsynth.federation.config import TrainingSettings
+    from fedsynth.federation.phases.evaluation import evaluate
+    from fedsynth.federation.phases.local_only import local_only
+
+    keys, b = _bundles(tmp_path, 3)
+    crash = {"site-2": P.MSG_TRAIN, "site-3": P.MSG_EVALUATE}
+
+    def behave(site_id, inner):
+        def answer(msg):
+            kind = msg.metadata.message_type
+            if crash.get(site_id) == kind:
+                raise RuntimeError(f"{site_id} crashed in {kind} at /secret/path")
+            if kind == P.MSG_TRAIN:
+                return P.TrainReply(P.weights_of(msg.content), 0.1, 4).to_content()
+            if kind == P.MSG_EVALUATE:
+                return P.EvaluateReply({"psnr": [20.0, 21.0], "ssim": [0.5, 0.5], "rmse": [0.1, 0.09]},
+                                       [0, 1]).to_content()
+            return inner(msg)
+        answer.site_id = site_id
+        return answer
+
+    st = _study(tmp_path, {k: behave(f"site-{k}", _site(f"site-{k}", b[k])) for k in (1, 2, 3)}, keys, min_sites=1)
+    st.spec.scenario.training = TrainingSettings(max_epochs=2, check_every=1, patience=5)
+    st.roster.connect()
+    local_only(st.ctx)  # site-2 crashes training alone
+    assert set(st.roster.missing) == {"site-2"} and "RuntimeError" in st.roster.missing["site-2"]
+    assert "secret" not in st.roster.missing["site-2"]
+    assert st.ctx.models.has("local-site-1") and st.ctx.models.has("local-site-3")
+    assert not st.ctx.models.has("local-site-2")
+    evaluate(st.ctx, st.state.evaluations, st.state.test_patients, st._save)  # site-3 crashes being scored
+    assert set(st.roster.missing) == {"site-2", "site-3"}
+    assert set(st.state.evaluations["local-site-1"]) == {"site-1"}
+    assert st.report().missing_sites == st.roster.missing
