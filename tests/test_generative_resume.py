@@ -93,8 +93,12 @@ def test_cli_sample_and_evaluate(killed_and_resumed, tmp_path, capsys) -> None:
     assert all("nn_distance_companion" in rec for rec in cert["images"])
     assert main(["site", "evaluate", "--workdir", str(work), "--n", "8", "--steps", "5",
                  "--out", str(tmp_path / "q")]) == 0
-    assert (tmp_path / "q" / "quality.json").is_file()
-    assert "frechet_ae" in capsys.readouterr().out
+    assert (tmp_path / "q" / "quality.json").is_file() and (tmp_path / "q" / "nearest_real.png").is_file()
+    quality = json.loads((tmp_path / "q" / "quality.json").read_text())
+    assert len(quality["nearest_training"]["pixel_rmse"]) == 8  # each sample's nearest training slice, shown
+    assert "two_sample" in quality  # computed, or skipped with its reason on this 4-patient site
+    out = capsys.readouterr().out
+    assert "frechet_ae" in out and "two-sample" in out
 
 
 def test_corrupt_checkpoints_are_one_line_errors(killed_and_resumed, tmp_path, capsys) -> None:

@@ -48,13 +48,14 @@ import numpy as np
 from fedsynth.errors import DataError
 from fedsynth.io_utils import write_json_atomic
 
-__all__ = ["QUALITY_FILE", "GRID_FILE", "evaluate_quality", "fine_texture", "frechet_distance",
+__all__ = ["QUALITY_FILE", "GRID_FILE", "NEAREST_FILE", "evaluate_quality", "save_nearest_grid", "fine_texture", "frechet_distance",
            "histogram_distance", "ms_ssim_diversity", "save_grid"]
 
 log = logging.getLogger(__name__)
 
 QUALITY_FILE = "quality.json"
 GRID_FILE = "samples_vs_real.png"
+NEAREST_FILE = "nearest_real.png"
 _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
@@ -173,6 +174,41 @@ def save_grid(synthetic: np.ndarray, real: np.ndarray, path: Path, per_row: int 
     return path
 
 
+def save_nearest_grid(synthetic: np.ndarray, real: np.ndarray, path: Path, n: int = 8) -> dict[str, Any]:
+    """PNG: ``n`` samples (top row) above their nearest real slice (bottom row, exact pixel-RMSE search).
+
+    The real side should be the generator's *training* slices: a sample that
+    looks like its neighbour is the memorisation a person should see. The
+    grid shows real slices, so it stays at the site (like ``samples_vs_real.png``).
+    Returns the distances and indices shown.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fedsynth.privacy import GateConfig, ReferenceIndex
+
+    x = np.ascontiguousarray(synthetic[:n], np.float32)
+    dist, idx = ReferenceIndex(np.ascontiguousarray(real, np.float32), GateConfig(metrics=["pixel_rmse"])).search(
+        "pixel_rmse", x)
+    fig, axes = plt.subplots(2, len(x), figsize=(len(x) * 1.2, 2 * 1.45), squeeze=False)
+    for c in range(len(x)):
+        for r, img in enumerate((x[c], real[idx[c]])):
+            axes[r, c].imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            axes[r, c].axis("off")
+        axes[1, c].set_title(f"rmse {dist[c]:.3f}", fontsize=7)
+    axes[0, 0].set_title("synthetic", fontsize=8, loc="left")
+    fig.suptitle("nearest real training slice (bottom) of each sample (top)", fontsize=8)
+    fig.tight_layout(pad=0.2)
+    from fedsynth.io_utils import atomic_write
+
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+    return {"pixel_rmse": [float(d) for d in dist], "index": [int(i) for i in idx]}
+
+
 def _metrics(x: np.ndarray, real: np.ndarray, real_feats: np.ndarray | None, gen: Any, seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {"n": len(x), "histogram_w1": histogram_distance(x, real, seed=seed),
                            "fine_texture": fine_texture(x)}
@@ -270,6 +306,10 @@ def evaluate_quality(
                                "steps": steps or generator.config.sample_steps, "seed": seed}
     out.mkdir(parents=True, exist_ok=True)
     save_grid(synth, real, out / GRID_FILE)
+    files = {"json": str(out / QUALITY_FILE), "grid": str(out / GRID_FILE)}
+    if real_reference is not None:
+        report["nearest_training"] = save_nearest_grid(synth, ref, out / NEAREST_FILE)
+        files["nearest"] = str(out / NEAREST_FILE)
     write_json_atomic(out / QUALITY_FILE, report)
-    report["files"] = {"json": str(out / QUALITY_FILE), "grid": str(out / GRID_FILE)}
+    report["files"] = files
     return report
