@@ -192,12 +192,13 @@ def save_nearest_grid(synthetic: np.ndarray, real: np.ndarray, path: Path, n: in
     x = np.ascontiguousarray(synthetic[:n], np.float32)
     dist, idx = ReferenceIndex(np.ascontiguousarray(real, np.float32), GateConfig(metrics=["pixel_rmse"])).search(
         "pixel_rmse", x)
-    fig, axes = plt.subplots(2, len(x), figsize=(len(x) * 1.2, 2 * 1.45), squeeze=False)
+    fig, axes = plt.subplots(2, len(x), figsize=(len(x) * 1.2, 2 * 1.5), squeeze=False)
     for c in range(len(x)):
         for r, img in enumerate((x[c], real[idx[c]])):
             axes[r, c].imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             axes[r, c].axis("off")
-        axes[1, c].set_title(f"rmse {dist[c]:.3f}", fontsize=7)
+        axes[1, c].text(0.5, -0.04, f"rmse {dist[c]:.3f}", fontsize=7, ha="center", va="top",
+                        transform=axes[1, c].transAxes)
     axes[0, 0].set_title("synthetic", fontsize=8, loc="left")
     fig.suptitle("nearest real training slice (bottom) of each sample (top)", fontsize=8)
     fig.tight_layout(pad=0.2)
