@@ -61,6 +61,14 @@ class SliceStore:
         """Patient id of each slice of one split part."""
         return self.patient_ids[self._select(part)]
 
+    def parts(self, *names: str) -> tuple[np.ndarray, np.ndarray]:
+        """Slices and patient ids of several split parts, concatenated in the order named (empty parts skipped)."""
+        names = tuple(n for n in names if len(self._select(n)))
+        if not names:
+            return self.images[:0], self.patient_ids[:0]
+        return (np.concatenate([self.images_of(n) for n in names]),
+                np.concatenate([self.patient_ids_of(n) for n in names]))
+
     def val_images(self) -> np.ndarray:
         """Validation slices: what every choice is made on (empty when the site has no validation patients)."""
         return self.images_of("val")

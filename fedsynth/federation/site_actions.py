@@ -158,20 +158,10 @@ def _two_sample(store: Any, published: np.ndarray, seed: int) -> dict[str, Any]:
     test (``repeats=1``) keeps it to seconds in a study; ``fedsynth site
     evaluate`` repeats it three times. Too few patients: the reason, not a guess.
     """
-    from fedsynth.generative.two_sample import real_vs_real_auc, two_sample_auc
+    from fedsynth.generative.two_sample import two_sample_report
 
-    parts = [p for p in ("train", "val") if len(store.images_of(p))]
-    real = np.concatenate([store.images_of(p) for p in parts])
-    groups = np.concatenate([store.patient_ids_of(p) for p in parts])
-    n_patients = int(len(np.unique(groups)))
-    try:
-        syn = two_sample_auc(real, published, a_groups=groups, repeats=1, seed=seed)
-        floor = real_vs_real_auc(real, groups, repeats=1, seed=seed)
-    except DataError as err:
-        return {"skipped": str(err), "real_patients": n_patients}
-    keep = ("auc", "ci95", "folds", "n_a", "n_b", "protocol")
-    return {"synthetic_vs_real": {k: syn[k] for k in keep}, "real_vs_real": {k: floor[k] for k in keep},
-            "real_patients": n_patients}
+    real, groups = store.parts("train", "val")
+    return two_sample_report(real, groups, published, repeats=1, seed=seed)
 
 
 def _reserve(s: SiteSession, req: P.PublishRequest) -> None:

@@ -284,21 +284,14 @@ def evaluate_quality(
             ref = prepare_images(ref, real.shape[-1])[:, 0].numpy()
         report["real_train_vs_test"] = _metrics(ref, real, real_feats, generator, seed)
     if two_sample_real is not None:
-        from fedsynth.generative.two_sample import real_vs_real_auc, two_sample_auc
+        from fedsynth.generative.two_sample import two_sample_report
 
         ts_images, ts_groups = np.asarray(two_sample_real[0], np.float32), np.asarray(two_sample_real[1])
         if ts_images.shape[1:] != synth.shape[1:]:
             from fedsynth.generative.train import prepare_images
 
             ts_images = prepare_images(ts_images, synth.shape[-1])[:, 0].numpy()
-        try:
-            report["two_sample"] = {
-                "synthetic_vs_real": two_sample_auc(ts_images, synth, a_groups=ts_groups, seed=seed),
-                "real_vs_real": real_vs_real_auc(ts_images, ts_groups, seed=seed),
-                "real_patients": int(len(np.unique(ts_groups))),
-            }
-        except DataError as err:  # too few patients or samples for 3 folds: say so, do not guess
-            report["two_sample"] = {"skipped": str(err), "real_patients": int(len(np.unique(ts_groups)))}
+        report["two_sample"] = two_sample_report(ts_images, ts_groups, synth, seed=seed)
         report["notes"]["two_sample"] = ("held-out ROC AUC of a CNN trained from scratch to tell the two sets apart "
                                          "(0.5: it cannot); real_vs_real is the floor from two halves of the "
                                          "site's own patients")

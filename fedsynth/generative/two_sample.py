@@ -48,7 +48,7 @@ import numpy as np
 
 from fedsynth.errors import DataError
 
-__all__ = ["real_vs_real_auc", "two_sample_auc"]
+__all__ = ["real_vs_real_auc", "two_sample_auc", "two_sample_report"]
 
 log = logging.getLogger(__name__)
 
@@ -168,3 +168,19 @@ def real_vs_real_auc(images: np.ndarray, groups: np.ndarray, *, seed: int = 0, *
     in_a = np.array([g in first for g in groups])
     return two_sample_auc(images[in_a], images[~in_a], a_groups=groups[in_a], b_groups=groups[~in_a], seed=seed,
                           **kwargs)
+
+
+def two_sample_report(real: np.ndarray, groups: np.ndarray, synthetic: np.ndarray, *, seed: int = 0,
+                      **kwargs: Any) -> dict[str, Any]:
+    """Synthetic vs ``real`` (patients ``groups``) and the real-vs-real floor, as reported; numbers only.
+
+    Too few patients or slices for the folds: ``{"skipped": reason}`` instead
+    of a guess. ``real_patients`` is the number of distinct patients either way.
+    """
+    n_patients = int(len(np.unique(np.asarray(groups))))
+    try:
+        return {"synthetic_vs_real": two_sample_auc(real, synthetic, a_groups=groups, seed=seed, **kwargs),
+                "real_vs_real": real_vs_real_auc(real, groups, seed=seed, **kwargs),
+                "real_patients": n_patients}
+    except DataError as err:
+        return {"skipped": str(err), "real_patients": n_patients}

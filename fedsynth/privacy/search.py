@@ -110,6 +110,8 @@ class ReferenceIndex:
         self.fingerprint = array_digest(references)  # binds certificates to the data checked against
         self.cache = Path(cache_dir) / f"refs-{self.fingerprint[:16]}" if cache_dir else None
         self._emb: dict[str, np.ndarray] = {}
+        self._norms: np.ndarray | None = None  # squared reference norms (the dense pixel path)
+        self._weak: bool | None = None  # the pixel bound's band misses most of the references' variance
 
     def spec(self, metric: str) -> MetricSpec:
         return metric_spec(metric, self.cfg)
@@ -409,7 +411,7 @@ class ReferenceIndex:
         cannot rule references out and building it is wasted. Decided on a
         fixed, evenly spaced sample of the references (deterministic, cached).
         """
-        if "_lowpass_weak" not in self._emb:
+        if self._weak is None:
             from fedsynth.privacy.bounds import spectra, spectral_residual
 
             n, h, w = self.references.shape
@@ -419,19 +421,19 @@ class ReferenceIndex:
             var = np.einsum("nij,nij->n", centred.astype(np.float64), centred.astype(np.float64))
             outside = spectral_residual(spectra(centred), h, w, kf) ** 2  # Parseval: pixel-domain energy
             share = np.median(outside / np.maximum(var, 1e-12))
-            self._emb["_lowpass_weak"] = np.asarray(bool(share > _WEAK_LOWPASS))
-        return bool(self._emb["_lowpass_weak"])
+            self._weak = bool(share > _WEAK_LOWPASS)
+        return self._weak
 
     def _ref_norms(self) -> np.ndarray:
         """Squared norms of the references (float32 of a float64 sum; computed once per index)."""
-        if "_ref_norms" not in self._emb:
+        if self._norms is None:
             refs = self.references.reshape(len(self.references), -1)
             norms = np.empty(len(refs))
             for i in range(0, len(refs), 256):  # cache-sized float64 copies (5x faster than whole blocks)
                 part = np.asarray(refs[i : i + 256], np.float64)
                 norms[i : i + 256] = np.einsum("nd,nd->n", part, part)
-            self._emb["_ref_norms"] = norms.astype(np.float32)
-        return self._emb["_ref_norms"]
+            self._norms = norms.astype(np.float32)
+        return self._norms
 
     def _refine_pixel(self, q: np.ndarray, cand: np.ndarray, lb: np.ndarray, top: float,
                       top_idx: int) -> tuple[float, int, int]:
