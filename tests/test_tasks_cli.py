@@ -21,7 +21,7 @@ def sets(tmp_path):
 
 def test_evaluate_then_report(sets, capsys) -> None:
     out = sets / "run"
-    rc = main(["evaluate", "--task", "ldct", "--train", str(sets / "train.npy"), "--test", str(sets / "test.npy"),
+    rc = main(["evaluate", "--task", "ldct", "--pixel-mm", "6", "--train", str(sets / "train.npy"), "--test", str(sets / "test.npy"),
                "--out", str(out), "--network", "unet", "--channels", "8", "--epochs", "2"])
     assert rc == 0
     text = capsys.readouterr().out

@@ -17,6 +17,8 @@ from fedsynth.tasks.sr_sim import blur_downsample, kspace_mask
 SINO_REL_TOL = 1e-5
 FBP_RMSE_TOL = 2e-3
 FBP_MAX_TOL = 3e-2
+#: Pixel edge (mm) of these small test images: 0.8 mm keeps line integrals short (no photon starvation).
+PIX = 0.8
 
 
 def test_torch_projector_matches_skimage() -> None:
@@ -37,7 +39,7 @@ def test_noise_variance_grows_as_dose_falls() -> None:
     imgs = body_discs(6, 32, seed=1)
     variances = []
     for dose in (1.0, 0.25, 0.05):
-        low = low_dose_ct(imgs, dose_fraction=dose, photons=1e5, seed=0)
+        low = low_dose_ct(imgs, pixel_mm=PIX, dose_fraction=dose, photons=1e5, seed=0)
         variances.append(float(np.var(low - imgs)))
     assert variances[0] < variances[1] < variances[2]
     # Poisson noise: variance of the log-transformed counts scales ~ 1 / dose
@@ -47,20 +49,20 @@ def test_noise_variance_grows_as_dose_falls() -> None:
 
 def test_low_dose_deterministic_and_projectors_agree() -> None:
     imgs = body_discs(2, 24, seed=2)
-    a = low_dose_ct(imgs, dose_fraction=0.1, seed=5)
-    b = low_dose_ct(imgs, dose_fraction=0.1, seed=5)
-    c = low_dose_ct(imgs, dose_fraction=0.1, seed=6)
+    a = low_dose_ct(imgs, pixel_mm=PIX, dose_fraction=0.1, seed=5)
+    b = low_dose_ct(imgs, pixel_mm=PIX, dose_fraction=0.1, seed=5)
+    c = low_dose_ct(imgs, pixel_mm=PIX, dose_fraction=0.1, seed=6)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
-    s = low_dose_ct(imgs, dose_fraction=0.1, seed=5, projector="skimage")
+    s = low_dose_ct(imgs, pixel_mm=PIX, dose_fraction=0.1, seed=5, projector="skimage")
     # same noise draws (same sinogram to ~1e-7), so the two reconstructions differ by interpolation only
     assert np.sqrt(np.mean((s - a) ** 2)) < 0.1 * np.sqrt(np.mean((a - imgs) ** 2))
 
 
 def test_electronic_noise_adds_variance() -> None:
     imgs = body_discs(3, 24, seed=4)
-    plain = low_dose_ct(imgs, dose_fraction=0.25, seed=0)
-    noisy = low_dose_ct(imgs, dose_fraction=0.25, electronic_noise=20.0, seed=0)
+    plain = low_dose_ct(imgs, pixel_mm=PIX, dose_fraction=0.25, seed=0)
+    noisy = low_dose_ct(imgs, pixel_mm=PIX, dose_fraction=0.25, electronic_noise=20.0, seed=0)
     assert np.var(noisy - imgs) > np.var(plain - imgs)
 
 
@@ -100,7 +102,7 @@ def test_blur_downsample_keeps_low_frequencies_and_size() -> None:
 def test_make_pairs_shapes_and_validation() -> None:
     imgs = body_discs(3, 32)
     for cfg in (TaskConfig(task="ldct"), TaskConfig(task="sr", sr_factor=4), TaskConfig(task="sr", sr_mode="blur")):
-        x, y = make_pairs(imgs, cfg, seed=0)
+        x, y = make_pairs(imgs, cfg, seed=0, pixel_mm=PIX)
         assert x.shape == y.shape == imgs.shape
         assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
         np.testing.assert_array_equal(y, imgs)
@@ -108,6 +110,10 @@ def test_make_pairs_shapes_and_validation() -> None:
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         make_pairs(imgs * 3, TaskConfig(task="sr"), 0)
     with pytest.raises(DataError, match="square"):
-        make_pairs(np.zeros((2, 32, 16), np.float32), TaskConfig(task="ldct"), 0)
+        make_pairs(np.zeros((2, 32, 16), np.float32), TaskConfig(task="ldct"), 0, PIX)
+    with pytest.raises(DataError, match="pixel size"):  # no silent default for the physics
+        make_pairs(imgs, TaskConfig(task="ldct"), 0)
+    with pytest.raises(DataError, match="2 pixel sizes for 3 images"):
+        make_pairs(imgs, TaskConfig(task="ldct"), 0, np.array([6.0, 6.0]))
     with pytest.raises(DataError, match="multiple"):
         make_pairs(np.zeros((2, 30, 30), np.float32), TaskConfig(task="sr", sr_factor=4), 0)

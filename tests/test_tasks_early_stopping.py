@@ -15,7 +15,7 @@ from fedsynth.tasks.training import (
     optimizer_step_count,
 )
 
-CFG = TaskConfig(task="ldct", network="rednet", channels=4, patch_size=24, patches_per_image=2, batch_size=4)
+CFG = TaskConfig(task="ldct", pixel_size_mm=0.8, network="rednet", channels=4, patch_size=24, patches_per_image=2, batch_size=4)
 
 
 def _images() -> np.ndarray:

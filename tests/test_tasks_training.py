@@ -59,7 +59,8 @@ def _mse(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, cfg: TaskConfig) 
 def test_loss_falls_on_a_small_set(task: str, net: str, extra: dict) -> None:
     imgs = body_discs(6, 32, seed=1)
     cfg = TaskConfig(
-        task=task, network=net, patch_size=32, batch_size=8, dose_fraction=0.05, **{"lr": 2e-3, **extra}
+        task=task, network=net, patch_size=32, batch_size=8, dose_fraction=0.05, **{"lr": 2e-3, **extra},
+        **({"pixel_size_mm": 0.8} if task == "ldct" else {}),
     )
     model = build_network(cfg)
     x, y = make_pairs(imgs, cfg, seed=0)
@@ -73,7 +74,7 @@ def test_loss_falls_on_a_small_set(task: str, net: str, extra: dict) -> None:
 
 def test_fit_epochs_fedprox_stays_closer_to_global() -> None:
     imgs = body_discs(4, 32, seed=2)
-    cfg = TaskConfig(task="ldct", network="unet", channels=8, patch_size=32, lr=5e-3)
+    cfg = TaskConfig(task="ldct", pixel_size_mm=0.8, network="unet", channels=8, patch_size=32, lr=5e-3)
     start = build_network(cfg).state_dict()
     dist = []
     for mu in (0.0, 10.0):
@@ -85,7 +86,7 @@ def test_fit_epochs_fedprox_stays_closer_to_global() -> None:
 
 def test_evaluate_network_per_image_metrics() -> None:
     imgs = body_discs(3, 32)
-    cfg = TaskConfig(task="ldct", network="unet", channels=8)
+    cfg = TaskConfig(task="ldct", pixel_size_mm=0.8, network="unet", channels=8)
     res = evaluate_network(build_network(cfg), imgs, cfg, seed=1)
     for key in ("psnr", "ssim", "rmse", "rmse_hu", "input_psnr", "input_ssim", "input_rmse"):
         assert res[key].shape == (3,) and np.isfinite(res[key]).all()
@@ -95,7 +96,8 @@ def test_evaluate_network_per_image_metrics() -> None:
 
 
 def _small_cfg(**kw: object) -> TaskConfig:
-    base = dict(task="ldct", network="unet", channels=8, patch_size=32, epochs=4, early_stopping_patience=10)
+    base = dict(task="ldct", pixel_size_mm=0.8, network="unet", channels=8, patch_size=32, epochs=4,
+                early_stopping_patience=10)
     return TaskConfig(**{**base, **kw})
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from fedsynth.config import IngestSettings, Modality, SiteConfig
 from fedsynth.data.nifti import is_nifti, load_volume
 from fedsynth.data.normalise import normalise_volume
-from fedsynth.data.slices import axial_slices
+from fedsynth.data.slices import axial_pixel_mm, axial_slices
 from fedsynth.data.split import split_patients
 from fedsynth.data.store import SliceStore, open_store, write_store
 from fedsynth.digests import update_from_file
@@ -128,7 +128,7 @@ def _settings_json(
 ) -> bytes:
     """What both keys start from: everything besides the volumes that shapes the store."""
     obj = {"modality": modality, "settings": _store_settings(settings),
-           "train_fraction": train_fraction, "seed": seed, "v": 1}
+           "train_fraction": train_fraction, "seed": seed, "v": 2}
     if val_fraction:  # absent when 0, so stores made before validation splits keep their keys
         obj["val_fraction"] = val_fraction
     return json.dumps(obj, sort_keys=True).encode()
@@ -263,6 +263,7 @@ def ingest_site(
     pids: list[str] = []
     files: list[str] = []
     zs: list[int] = []
+    pixel_mm: list[float] = []
     skipped: list[dict[str, str]] = []  # volumes that gave no slice (all air, empty)
     for path, pid in progress_bar(pairs, enabled=progress, desc=f"ingest {site_dir.name}", unit="vol"):
         vol = load_volume(path, frame=settings.frame, max_voxels=settings.max_voxels,
@@ -273,7 +274,12 @@ def ingest_site(
             skipped.append({"file": path.name, "patient_id": pid,
                             "reason": f"no slice above body fraction {settings.body_fraction:g}"})
             continue
+        sx, sy = vol.spacing[0], vol.spacing[1]
+        if abs(sx / sy - 1.0) > 0.02:
+            log.warning("%s: in-plane voxels are %.3g x %.3g mm; slices are resized without physical "
+                        "resampling and their pixel size is the geometric mean", path.name, sx, sy)
         chunks.append(slices)
+        pixel_mm += [axial_pixel_mm(unit.shape[:2], (sx, sy), settings.size)] * len(z)
         pids += [pid] * len(z)
         files += [path.name] * len(z)
         zs += [int(i) for i in z]
@@ -298,7 +304,7 @@ def ingest_site(
         # File names only (no paths); patient ids are site-local, like the rest of the store.
         "skipped_volumes": skipped,
     }
-    store = write_store(store_path, images, pids, files, zs, split, meta)
+    store = write_store(store_path, images, pids, files, zs, split, meta, pixel_mm)
     log.info("ingested %d slices from %d volumes into %s", len(store), len(pairs), store_path)
     if trusted:
         _record(out, stat_key, store_path)

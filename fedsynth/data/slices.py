@@ -8,9 +8,11 @@ meaningless (all-air slices are "near-copies" of each other).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["FOREGROUND_LEVEL", "axial_slices", "body_fractions", "resize_stack"]
+__all__ = ["FOREGROUND_LEVEL", "axial_pixel_mm", "axial_slices", "body_fractions", "resize_stack"]
 
 #: A pixel counts as body when its normalised intensity exceeds this (CT: about -800 HU).
 FOREGROUND_LEVEL = 0.1
@@ -39,6 +41,18 @@ def resize_stack(stack: np.ndarray, size: int) -> np.ndarray:
     out = Resize(spatial_size=(size, size), mode=mode, **kwargs)(stack)
     out = np.asarray(out, dtype=np.float32)
     return np.clip(out, 0.0, 1.0)
+
+
+def axial_pixel_mm(shape_xy: tuple[int, int], spacing_xy: tuple[float, float], size: int) -> float:
+    """Pixel edge (mm) of the ``size``-pixel axial slices cut from a volume of ``shape_xy`` voxels.
+
+    :func:`axial_slices` pads the slice to a square of ``max(X, Y)`` voxels
+    before resizing, so that square's physical edge over ``size`` is the new
+    pixel. With anisotropic in-plane voxels the geometric mean is returned
+    (the resize does not resample physically; ingestion warns about it).
+    """
+    side = max(int(shape_xy[0]), int(shape_xy[1]))
+    return float(side * math.sqrt(float(spacing_xy[0]) * float(spacing_xy[1])) / size)
 
 
 def body_fractions(stack: np.ndarray) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 One directory per (inputs, settings) key holding ``images.npy`` (an
 (N, H, W) float32 array, opened as a read-only memmap) and ``index.json``
-(per slice: patient id, volume file, slice index, split). The directory is
+(per slice: patient id, volume file, slice index, split, and pixel edge in mm
+from the volume's voxel spacing, which the low-dose CT physics needs). The directory is
 built under a temporary name and renamed into place, so a killed ingest
 leaves either the previous complete store or nothing.
 """
@@ -20,7 +21,7 @@ from fedsynth.io_utils import atomic_dir
 
 __all__ = ["STORE_VERSION", "SliceStore", "open_store", "write_store"]
 
-STORE_VERSION = 1
+STORE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class SliceStore:
     slice_indices: np.ndarray  # (N,) int
     split: np.ndarray  # (N,) "train" | "val" | "test"
     meta: dict
+    pixel_mm: np.ndarray  # (N,) float64, pixel edge in mm
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -60,6 +62,14 @@ class SliceStore:
     def patient_ids_of(self, part: str) -> np.ndarray:
         """Patient id of each slice of one split part."""
         return self.patient_ids[self._select(part)]
+
+    def pixel_mm_of(self, *parts: str) -> np.ndarray:
+        """Pixel edge (mm) of each slice of the split parts named, in the order of :meth:`parts`."""
+        return np.concatenate([self.pixel_mm[self._select(p)] for p in parts]) if parts else self.pixel_mm[:0]
+
+    def typical_pixel_mm(self) -> float:
+        """Median pixel edge (mm) of the training slices: what a generator trained on them produces."""
+        return float(np.median(self.pixel_mm_of("train")))
 
     def parts(self, *names: str) -> tuple[np.ndarray, np.ndarray]:
         """Slices and patient ids of several split parts, concatenated in the order named (empty parts skipped)."""
@@ -99,10 +109,11 @@ def write_store(
     slice_indices: list[int],
     split: list[str],
     meta: dict,
+    pixel_mm: list[float],
 ) -> SliceStore:
     """Write a store directory atomically and return it opened."""
     n = images.shape[0]
-    if not (len(patient_ids) == len(volume_files) == len(slice_indices) == len(split) == n):
+    if not (len(patient_ids) == len(volume_files) == len(slice_indices) == len(split) == len(pixel_mm) == n):
         raise ValueError("slice store columns have different lengths")
     with atomic_dir(path) as tmp:
         arr = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float32, shape=images.shape)
@@ -116,6 +127,7 @@ def write_store(
             "volume_files": list(volume_files),
             "slice_indices": [int(i) for i in slice_indices],
             "split": list(split),
+            "pixel_mm": [float(v) for v in pixel_mm],
         }
         (tmp / "index.json").write_text(json.dumps(index, indent=1))
     return open_store(path)
@@ -135,7 +147,8 @@ def open_store(path: str | Path) -> SliceStore:
     if index.get("version") != STORE_VERSION:
         raise DataError(f"{path}: slice store version {index.get('version')!r}, expected {STORE_VERSION}")
     n = images.shape[0]
-    if images.ndim != 3 or len(index["patient_ids"]) != n or len(index["split"]) != n:
+    if images.ndim != 3 or len(index["patient_ids"]) != n or len(index["split"]) != n \
+            or len(index.get("pixel_mm", ())) != n:
         raise DataError(f"{path}: corrupt slice store (index does not match images)")
     return SliceStore(
         path=path,
@@ -145,4 +158,5 @@ def open_store(path: str | Path) -> SliceStore:
         slice_indices=np.asarray(index["slice_indices"], dtype=np.int64),
         split=np.asarray(index["split"], dtype=str),
         meta=index["meta"],
+        pixel_mm=np.asarray(index["pixel_mm"], dtype=np.float64),
     )

@@ -249,6 +249,28 @@ class SyntheticPool:
         except ValueError as err:  # shapes differ: check() quarantines the odd ones out
             raise GateError(f"pool: {err}; run SyntheticPool.check() (the study does on every run)") from None
 
+    def pixel_mm(self, site: str | None = None) -> np.ndarray:
+        """Pixel edge (mm) of each pooled image, in :meth:`digests` order, from its bundle's signed certificate.
+
+        NaN where the certificate states none (written before sites sent it):
+        the low-dose CT task then refuses the images with a one-line error.
+        """
+        q = ("SELECT b.certificate FROM images i JOIN bundles b ON b.id = i.bundle_id "
+             "WHERE b.verified = 1 AND b.site = i.site")
+        args: tuple = ()
+        if site is not None:
+            q += " AND i.site = ?"
+            args = (site,)
+        out: list[float] = []
+        seen: dict[str, float] = {}
+        with self._connect() as db:
+            for (cert,) in db.execute(q + " ORDER BY i.site, i.added, i.rowid", args):
+                if cert not in seen:
+                    value = (json.loads(cert).get("certificate") or {}).get("pixel_mm")
+                    seen[cert] = float(value) if isinstance(value, int | float) and value > 0 else float("nan")
+                out.append(seen[cert])
+        return np.asarray(out, dtype=np.float64)
+
     def _load(self, digest: str) -> np.ndarray:
         path = self.objects / f"{digest}.npy"
         try:

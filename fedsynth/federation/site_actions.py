@@ -134,7 +134,7 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
     # the audit's held-out side: validation patients (test patients are only for the final evaluation)
     held = "val" if len(store.val_images()) else "test"
     audit = memorisation(gate, accepted, store.images_of(held), store.patient_ids_of(held), seed=req.seed)
-    update: dict[str, Any] = {"memorisation": audit}
+    update: dict[str, Any] = {"memorisation": audit, "pixel_mm": store.typical_pixel_mm()}
     if req.two_sample:
         update["quality"] = _two_sample(store, accepted, req.seed)
     cert = res.certificate.model_copy(update=update)
@@ -238,9 +238,10 @@ def train(s: SiteSession, req: P.TrainRequest, weights: ArrayRecord, state: Reco
 
     s.use_threads()
     model = _model(req.task, weights)
-    images = s.store().train_images()
+    store = s.store()
+    images, pixel_mm = store.train_images(), store.pixel_mm_of("train")
     if req.budget is not None:
-        return _train_until_converged(s, req, model, images)
+        return _train_until_converged(s, req, model, images, pixel_mm)
     opt = make_optimizer(model, req.task)
     key = f"optimizer:{req.keep_optimizer}"
     if req.keep_optimizer and req.server_round > 1 and state is not None and key in state:
@@ -248,7 +249,7 @@ def train(s: SiteSession, req: P.TrainRequest, weights: ArrayRecord, state: Reco
     mstate = model.state_dict()
     global_state = {k: v.clone() for k, v in mstate.items()} if req.proximal_mu > 0 else None
     out = fit_epochs(model, images, req.task, req.local_epochs, req.seed + req.server_round,
-                     proximal_mu=req.proximal_mu, global_state=global_state, optimizer=opt)
+                     proximal_mu=req.proximal_mu, global_state=global_state, optimizer=opt, pixel_mm=pixel_mm)
     if req.keep_optimizer and state is not None:
         state[key] = ArrayRecord(optimizer_arrays(opt))
     return P.TrainReply(ArrayRecord(model.state_dict()), float(out["loss"]), int(out["n"]), int(out["steps"]),
@@ -263,10 +264,11 @@ def _val_scores(s: SiteSession, task: Any, model: Any, seed: int) -> tuple[dict[
     images = store.val_images()
     if len(images) == 0:
         raise DataError(f"site {s.site_id} has no validation patients (set val_fraction in its config)")
-    return evaluate_network(model, images, task, seed), store.val_patient_ids()
+    return evaluate_network(model, images, task, seed, store.pixel_mm_of("val")), store.val_patient_ids()
 
 
-def _train_until_converged(s: SiteSession, req: P.TrainRequest, model: Any, images: np.ndarray) -> P.TrainReply:
+def _train_until_converged(s: SiteSession, req: P.TrainRequest, model: Any, images: np.ndarray,
+                           pixel_mm: np.ndarray) -> P.TrainReply:
     from fedsynth.tasks import train_until_converged
 
     assert req.budget is not None
@@ -277,7 +279,7 @@ def _train_until_converged(s: SiteSession, req: P.TrainRequest, model: Any, imag
         return {"val_mse": float(np.mean(np.asarray(scores["rmse"], np.float64) ** 2)),
                 "val_psnr": float(np.mean(scores["psnr"]))}
 
-    best, curve = train_until_converged(model, images, req.task, req.seed, req.budget, validate)
+    best, curve = train_until_converged(model, images, req.task, req.seed, req.budget, validate, pixel_mm)
     model.load_state_dict(best)
     last = curve[-1]
     return P.TrainReply(ArrayRecord(model.state_dict()), float(last["train_loss"]), int(len(images)),
@@ -297,7 +299,8 @@ def evaluate(s: SiteSession, req: P.EvaluateRequest, weights: ArrayRecord) -> P.
     if req.split == "val":
         res, pids = _val_scores(s, req.task, model, req.seed)
     else:
-        res, pids = evaluate_network(model, store.test_images(), req.task, req.seed), store.test_patient_ids()
+        res = evaluate_network(model, store.test_images(), req.task, req.seed, store.pixel_mm_of("test"))
+        pids = store.test_patient_ids()
     # patients numbered in an order that never leaves the site: the unit of analysis, not an identity
     _, numbers = np.unique(pids, return_inverse=True)
     keys = P.EvaluateReply.METRICS + P.EvaluateReply.INPUT_METRICS

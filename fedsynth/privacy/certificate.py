@@ -142,6 +142,8 @@ class Certificate(_Part):
     binding: Binding | None = None  # absent from stand-alone `fedsynth gate` certificates
     memorisation: dict[str, Any] | None = None  # the site's audit of what it publishes (privacy.audit.memorisation)
     quality: dict[str, Any] | None = None  # the site's two-sample test of what it publishes (generative.two_sample)
+    # pixel edge (mm) the published images stand for: the median of the generator's training slices
+    pixel_mm: float | None = Field(None, gt=0.0)
 
     def body(self) -> dict[str, Any]:
         """The JSON object that is signed: every field the maker set, nothing it left out."""

@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="task settings (a [task] table or top-level keys of TaskConfig); flags override")
     p.add_argument("--modality", choices=["ct", "mri", "pet"], help="needed for NIfTI directories")
     p.add_argument("--size", type=int, metavar="PX", help="resize both sets to PX x PX")
+    p.add_argument("--pixel-mm", type=float, metavar="MM", dest="pixel_mm",
+                   help="ldct: pixel edge in mm of the images as given (after --size); sets the path lengths")
     p.set_defaults(func=_evaluate)
 
 
@@ -46,6 +48,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     overrides = {
         "task": args.task, "network": args.network, "epochs": args.epochs, "channels": args.channels,
         "dose_fraction": args.dose_fraction, "sr_factor": args.sr_factor, "seed": args.seed,
+        "pixel_size_mm": args.pixel_mm,
     }
     if args.config is None and args.task is None:
         raise ConfigError("--task is required (ldct or sr) unless --config sets it")

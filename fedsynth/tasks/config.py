@@ -56,16 +56,23 @@ class TaskConfig(StrictModel):
     electronic_noise: float = Field(
         0.0, ge=0.0, description="std of additive Gaussian electronic noise, in photon counts per ray"
     )
-    pixel_size_mm: float = Field(0.8, gt=0.0, description="pixel edge in mm, sets the attenuation path length")
+    pixel_size_mm: float | None = Field(
+        None, gt=0.0, description="override of the pixel edge in mm (sets the attenuation path length); "
+        "default: each image's own, from its volume's voxel spacing")
     mu_water: float = Field(0.0192, gt=0.0, description="linear attenuation of water per mm (~70 keV)")
     hu_window: tuple[float, float] = Field(
         (-1000.0, 1000.0), description="HU mapped to 0 and 1 by ingestion (inverted here)"
     )
+    geometry: Literal["parallel", "fan"] = Field(
+        "parallel", description="parallel: parallel beam over 180 degrees (fast); fan: fan beam with a flat "
+        "detector over 360 degrees (the clinical geometry, ~15x slower)")
     n_angles: int | None = Field(
-        None, ge=8, le=4096, description="projection angles over 180 degrees; default ceil(pi/2 * size)"
-    )
+        None, ge=8, le=4096, description="projection views; default ceil(pi/2 * size) over 180 degrees for "
+        "parallel, 1152 over 360 degrees for fan")
+    source_distance_mm: float = Field(595.0, gt=0.0, description="fan: source to isocentre in mm")
     projector: Literal["torch", "skimage"] = Field(
-        "torch", description="torch: batched grid-sample projector (fast); skimage: radon/iradon (reference)"
+        "torch", description="torch: batched grid-sample projector (fast); skimage: radon/iradon (reference, "
+        "parallel only)"
     )
     # -- super-resolution degradation --------------------------------------------------------
     sr_factor: int = Field(2, ge=2, le=8, description="resolution reduction factor (2 or 4 in the paper)")
@@ -87,6 +94,8 @@ class TaskConfig(StrictModel):
     def _consistent(self) -> TaskConfig:
         if not self.hu_window[0] < self.hu_window[1]:
             raise ValueError("hu_window must be (low, high) with low < high")
+        if self.geometry == "fan" and self.projector != "torch":
+            raise ValueError("projector 'skimage' is parallel-beam only; use projector = 'torch' with geometry 'fan'")
         if self.patch_size % self.sr_factor and self.task == "sr":
             raise ValueError(f"patch_size {self.patch_size} must be a multiple of sr_factor {self.sr_factor}")
         return self

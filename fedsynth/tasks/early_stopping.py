@@ -72,6 +72,7 @@ def train_until_converged(
     seed: int,
     budget: Budget,
     validate: Callable[[nn.Module], dict[str, float]],
+    pixel_mm: float | np.ndarray | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
     """Train ``model`` in chunks of ``check_every`` epochs, validating after each; returns (best state, curve).
 
@@ -90,7 +91,7 @@ def train_until_converged(
     samples = 0
     for check in range(budget.max_checks):
         res = fit_epochs(model, images, cfg, budget.check_every, seed, optimizer=opt,
-                         first_epoch=check * budget.check_every)
+                         first_epoch=check * budget.check_every, pixel_mm=pixel_mm)
         samples += budget.check_every * res["n_patches"]
         point = {"epoch": (check + 1) * budget.check_every, "steps": optimizer_step_count(opt),
                  "samples": samples, "train_loss": float(res["loss"]), **validate(model)}

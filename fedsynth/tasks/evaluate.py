@@ -29,11 +29,15 @@ def evaluate_pairs(
     return metrics, outputs
 
 
-def evaluate_network(model: nn.Module, test_images: np.ndarray, cfg: TaskConfig, seed: int) -> dict[str, np.ndarray]:
+def evaluate_network(
+    model: nn.Module, test_images: np.ndarray, cfg: TaskConfig, seed: int,
+    pixel_mm: float | np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Per-image ``psnr``, ``ssim``, ``rmse`` (data_range 1.0), ``rmse_hu`` for CT, and ``input_*`` twins.
 
     The test images are degraded with ``seed``; evaluating two models with the
     same seed scores them on identical inputs (a paired comparison).
+    ``pixel_mm``: each image's pixel size (low-dose CT, see :func:`make_pairs`).
     """
-    inputs, targets = make_pairs(test_images, cfg, seed)
+    inputs, targets = make_pairs(test_images, cfg, seed, pixel_mm)
     return evaluate_pairs(model, inputs, targets, cfg)[0]

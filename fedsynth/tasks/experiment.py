@@ -47,6 +47,8 @@ def train_and_evaluate(
     progress: bool = True,
     sources: dict[str, str] | None = None,
     n_examples: int = 4,
+    train_pixel_mm: float | np.ndarray | None = None,
+    test_pixel_mm: float | np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg.network`` on ``train_images``, score it on ``test_images``; write files to ``out``.
 
@@ -59,9 +61,10 @@ def train_and_evaluate(
     train_images = check_images(train_images, "training images")
     test_images = check_images(test_images, "test images")
     out.mkdir(parents=True, exist_ok=True)
-    model, history = train_network(train_images, cfg, workdir=out / "train", progress=progress)
+    model, history = train_network(train_images, cfg, workdir=out / "train", progress=progress,
+                                   pixel_mm=train_pixel_mm)
     t_train = time.perf_counter() - t0
-    inputs, targets = make_pairs(test_images, cfg, cfg.seed + TEST_SEED_OFFSET)
+    inputs, targets = make_pairs(test_images, cfg, cfg.seed + TEST_SEED_OFFSET, test_pixel_mm)
     metrics, outputs = evaluate_pairs(model, inputs, targets, cfg)
     t_eval = time.perf_counter() - t0 - t_train
     net = {k: v for k, v in metrics.items() if not k.startswith("input_")}

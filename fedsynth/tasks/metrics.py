@@ -40,8 +40,8 @@ def image_metrics(
     ssim_m = SSIMMetric(spatial_dims=2, data_range=DATA_RANGE, reduction="none")
     psnr, ssim = [], []
     for s in range(0, len(pred), batch_size):
-        p = torch.from_numpy(pred[s : s + batch_size]).unsqueeze(1).double()
-        t = torch.from_numpy(target[s : s + batch_size]).unsqueeze(1).double()
+        p = torch.tensor(pred[s : s + batch_size], dtype=torch.float64).unsqueeze(1)  # copies: inputs may be read-only
+        t = torch.tensor(target[s : s + batch_size], dtype=torch.float64).unsqueeze(1)
         psnr.append(psnr_m(p, t).reshape(-1).numpy())
         ssim.append(ssim_m(p, t).reshape(-1).numpy())
     diff = pred.astype(np.float64) - target.astype(np.float64)

@@ -133,7 +133,7 @@ def predict(model: nn.Module, inputs: np.ndarray, cfg: TaskConfig, batch_size: i
     model.eval()
     with torch.no_grad():
         for s in range(0, n, batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(inputs[s : s + batch_size], dtype=np.float32))
+            x = torch.from_numpy(np.array(inputs[s : s + batch_size], dtype=np.float32))  # a writable copy
             x = x.unsqueeze(1).to(device)
             if ph or pw:
                 x = F.pad(x, (0, pw, 0, ph), mode="reflect")
@@ -152,6 +152,7 @@ def fit_epochs(
     global_state: dict[str, Any] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     first_epoch: int = 0,
+    pixel_mm: float | np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place for ``epochs`` epochs on clean ``images`` (degraded here with ``seed``).
 
@@ -161,7 +162,8 @@ def fit_epochs(
     Patches of epoch ``e`` are drawn from ``(seed, first_epoch + e)``, so
     chunks of one training never repeat each other's draws. With
     ``proximal_mu > 0`` the loss adds ``mu/2 * ||w - w_global||^2`` (FedProx);
-    ``global_state`` defaults to the model's weights at entry. Returns
+    ``global_state`` defaults to the model's weights at entry. ``pixel_mm``:
+    each image's pixel size (low-dose CT, see :func:`make_pairs`). Returns
     ``{"loss": last epoch's mean MSE, "n": number of training images,
     "n_patches": patches per epoch, "steps": optimiser steps taken, "losses":
     per-epoch MSE, "seconds": wall time}``.
@@ -169,7 +171,7 @@ def fit_epochs(
     t0 = time.perf_counter()
     images = check_images(images, "training images")
     device = next(model.parameters()).device
-    inputs, targets = make_pairs(images, cfg, seed)
+    inputs, targets = make_pairs(images, cfg, seed, pixel_mm)
     global_params = None
     if proximal_mu > 0:
         src = global_state if global_state is not None else model.state_dict()
@@ -283,6 +285,7 @@ def train_network(
     workdir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    pixel_mm: float | np.ndarray | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``cfg.network`` on clean ``train_images`` (N, H, W); returns (best model, history).
 
@@ -292,12 +295,13 @@ def train_network(
     written atomically after every epoch (``checkpoint.pt``) plus the final
     ``model.pt`` and ``history.json``; ``resume=True`` continues from the
     checkpoint, which must come from the same config and the same images.
+    ``pixel_mm``: each image's pixel size (low-dose CT, see :func:`make_pairs`).
     """
     t0 = time.perf_counter()
     images = check_images(train_images, "training images")
     device = resolve_device(cfg.device)
     tr_idx, va_idx = _split(len(images), cfg.val_fraction, cfg.seed)
-    inputs, targets = make_pairs(images, cfg, cfg.seed)
+    inputs, targets = make_pairs(images, cfg, cfg.seed, pixel_mm)
     tr_x, tr_y, va_x, va_y = inputs[tr_idx], targets[tr_idx], inputs[va_idx], targets[va_idx]
     _patch_edge(cfg, images.shape[1:])  # fail early on too-small images
 

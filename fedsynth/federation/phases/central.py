@@ -23,12 +23,14 @@ __all__ = ["centralised_real", "phase_scrambled_pool", "synthetic_pool", "train_
 log = logging.getLogger(__name__)
 
 
-def train_central(run: StudyRun, method: str, images: np.ndarray) -> None:
+def train_central(run: StudyRun, method: str, images: np.ndarray, pixel_mm: np.ndarray) -> None:
     """Train the scenario's network on ``images`` at the coordinator, once per repeat, until validation says stop.
 
     Validated every ``check_every`` epochs on the sites' validation patients
     (:func:`~fedsynth.federation.phases.validation.federated_validator`);
     the best weights are saved as ``method`` (repeat 0) or ``method@seedK``.
+    ``pixel_mm``: each image's pixel edge (the sites' certificates for
+    synthetic images, the slice stores for real ones).
     """
     import torch
 
@@ -47,7 +49,7 @@ def train_central(run: StudyRun, method: str, images: np.ndarray) -> None:
         model = run.models.fresh(k)
         log.info("%s: up to %d epochs on %d images (seed %d)", name, budget.max_epochs, len(images), sc.seed + k)
         best, curve = train_until_converged(model, images, sc.task, sc.seed + k, budget,
-                                            federated_validator(run, method))
+                                            federated_validator(run, method), pixel_mm)
         run.training[name] = summary(curve, time.perf_counter() - t0)
         log.info("%s: best validation PSNR %.2f dB after %d of %d epochs", name,
                  run.training[name]["best_val_psnr"], run.training[name]["best_epoch"], curve[-1]["epoch"])
@@ -57,7 +59,18 @@ def train_central(run: StudyRun, method: str, images: np.ndarray) -> None:
 
 def synthetic_pool(run: StudyRun) -> None:
     """The central network on every pooled synthetic image."""
-    train_central(run, Method.SYNTHETIC_POOL, run.pool.images())
+    train_central(run, Method.SYNTHETIC_POOL, run.pool.images(), _pool_pixel_mm(run))
+
+
+def _pool_pixel_mm(run: StudyRun) -> np.ndarray:
+    """Per pooled image, its site's pixel size; a bundle without one is an error for low-dose CT only."""
+    pix = run.pool.pixel_mm()
+    if run.spec.scenario.task.task == "ldct" and np.isnan(pix).any():
+        from fedsynth.errors import DataError
+
+        raise DataError("pool: a bundle's certificate states no pixel size (published before sites sent it); "
+                        "re-run the publish phase")
+    return pix
 
 
 def phase_scrambled_pool(run: StudyRun) -> None:
@@ -69,7 +82,8 @@ def phase_scrambled_pool(run: StudyRun) -> None:
     """
     from fedsynth.tasks.controls import phase_scramble
 
-    train_central(run, Method.PHASE_SCRAMBLED, phase_scramble(run.pool.images(), run.spec.scenario.seed))
+    train_central(run, Method.PHASE_SCRAMBLED, phase_scramble(run.pool.images(), run.spec.scenario.seed),
+                  _pool_pixel_mm(run))
 
 
 def centralised_real(run: StudyRun) -> None:
@@ -79,10 +93,12 @@ def centralised_real(run: StudyRun) -> None:
     if run.spec.mode != "simulation":
         log.info("centralised-real: skipped (simulation only)")
         return
-    stores = []
+    stores, pixel_mm = [], []
     for k in range(1, run.spec.scenario.cohort.sites + 1):
         site = simulated_site(run.spec.out, run.spec.scenario, k)
         if site.id in run.roster.missing:
             continue
-        stores.append(ingest_configured_site(site).train_images())
-    train_central(run, Method.CENTRALISED_REAL, np.concatenate(stores, axis=0))
+        store = ingest_configured_site(site)
+        stores.append(store.train_images())
+        pixel_mm.append(store.pixel_mm_of("train"))
+    train_central(run, Method.CENTRALISED_REAL, np.concatenate(stores, axis=0), np.concatenate(pixel_mm))
