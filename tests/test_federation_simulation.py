@@ -82,12 +82,33 @@ def test_report_has_the_design_keys(study):
     for site, row in rep["privacy"].items():
         assert row["n_published"] > 0, site
         assert row["policy_digest"].startswith("sha256:")
+        assert set(row["memorisation"]["metrics"]) == {"pixel_rmse", "ncc_robust", "learned_copy"}
         for metric, mem in row["memorisation"]["metrics"].items():  # measured at the site, signed, numbers only
             assert 0.0 <= mem["membership_auc"] <= 1.0 and 0.0 <= mem["near_copy_share"] <= 1.0, metric
+            assert 0.0 <= row["candidates_flagged"][metric] <= 1.0, metric
+            if metric == "learned_copy":  # calibrated on the site's validation patients, not leave-one-out
+                continue
             lo, hi = row["threshold_ci95_over_patients"][metric]
             assert lo <= row["threshold"][metric] <= hi
         for metric, thr in row["threshold"].items():
             assert row["min_nn_distance"][metric] >= thr
+    from fedsynth.federation.pool import SyntheticPool
+    from fedsynth.privacy import parse_certificate
+
+    pool = SyntheticPool(study["out"] / "pool")
+    for bundle in pool.bundles(verified=True):
+        cert = parse_certificate(bundle["certificate"]["certificate"])
+        det = cert.metrics["learned_copy"].detector  # the detector that certified, by fingerprint, signed
+        assert len(det["fingerprint"]) == 64 and det["config"]["steps"] == 10
+        assert cert.pixel_mm == pytest.approx(400.0 / 32 * _fov(bundle["site"]), rel=1e-6)  # 400 mm FOV, 32 px
+    assert np.isfinite(pool.pixel_mm()).all() and len(pool.pixel_mm()) == len(pool.digests())
+
+
+def _fov(site: str) -> float:
+    """The cohort scanner's field-of-view factor of a simulated site (the pixel size follows from it)."""
+    from fedsynth.data.cohort import site_scanners
+
+    return site_scanners("ct", 3, 0)[int(site.split("-")[1]) - 1].fov
 
 
 def test_every_method_stops_on_validation_patients_and_states_its_effort(study):

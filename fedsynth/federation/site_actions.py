@@ -115,8 +115,11 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
             log.info("site %s: re-sending the cached published bundle", s.site_id)
             return np.load(img_path), SignedCertificate.model_validate(cached["signed"]), cached["stats"]
     store = s.store()
+    learned = "learned_copy" in cfg.metrics
+    detector = _copy_detector(s, store) if learned else None
     gate = PrivacyGate(store.train_images(), cfg, reference_groups=store.train_patient_ids(),
-                       cache_dir=s.runtime.workdir / "gate")
+                       cache_dir=s.runtime.workdir / "gate", detector=detector,
+                       holdout=store.val_images() if learned else None)
     calls = {"n": 0}
 
     def source(n: int) -> Any:
@@ -149,6 +152,30 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
             json.dumps({"request": request, "signed": signed.model_dump(mode="json"), "stats": stats}),
             encoding="utf-8")
     return accepted, signed, stats
+
+
+def _copy_detector(s: SiteSession, store: Any) -> Any:
+    """The site's copy detector for these training slices: loaded if trained before, else trained and saved.
+
+    Keyed by the slices' digest, so a changed training set trains a new one;
+    the checkpoint is the site's (it never leaves), its fingerprint goes into
+    the certificate.
+    """
+    from fedsynth.digests import array_digest
+    from fedsynth.privacy.copy_detector import CopyDetector, train_copy_detector
+
+    train = store.train_images()
+    cfg = s.runtime.policy.copy_detector
+    key = array_digest(train)[:16] + "-" + array_digest(np.frombuffer(cfg.model_dump_json().encode(), np.uint8))[:8]
+    path = s.runtime.workdir / "copy-detector" / f"{key}.pt"
+    if path.is_file():
+        return CopyDetector.load(path)
+    log.info("site %s: training its copy detector on %d slices", s.site_id, len(train))
+    det = train_copy_detector(train, store.train_patient_ids(), cfg,
+                              positions=store.slice_indices[store.split == "train"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    det.save(path)
+    return det
 
 
 def _two_sample(store: Any, published: np.ndarray, seed: int) -> dict[str, Any]:

@@ -110,12 +110,14 @@ def memorisation(
     - ``near_copy_share``: the share of published images nearer to a training
       slice than 95 % of held-out slices are (their 5th percentile of
       held-out→train distances): about 0.05 if the published images sit where
-      new patients would, more if they hug the training set.
+      new patients would, more if they hug the training set. For
+      ``learned_copy`` this is the "% copies" of Dar et al. (2025) in the copy
+      detector's terms.
     """
     pub = np.ascontiguousarray(published, np.float32)
     held = gate.check(np.ascontiguousarray(test, np.float32))
     pub_to_train = gate.check(pub)
-    syn_index = ReferenceIndex(pub, gate.cfg)
+    syn_index = ReferenceIndex(pub, gate.cfg, detector=gate.detector)
     train = gate.references  # the real slices, not the transform grid's variants
     out: dict[str, Any] = {"n_published": int(len(pub)), "n_test_patients": int(len(np.unique(test_groups))),
                            "metrics": {}}

@@ -32,7 +32,7 @@ def _key(index: ReferenceIndex, groups: np.ndarray, cfg: GateConfig, metric: str
     h = hashlib.sha256()
     h.update(index.fingerprint.encode())
     h.update("\0".join(map(str, groups)).encode())
-    h.update(json.dumps([metric, cfg.percentile, cfg.max_shift, cfg.flips, cfg.calibration_max_queries,
+    h.update(json.dumps([index.cache_name(metric), cfg.percentile, cfg.max_shift, cfg.flips, cfg.calibration_max_queries,
                          cfg.seed, "ci-v2"]).encode())
     return h.hexdigest()[:24]
 

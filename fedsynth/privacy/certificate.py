@@ -66,6 +66,7 @@ class MetricThreshold(_Part):
     threshold: float
     calibration: dict[str, Any] | None = None
     floor: float | None = None
+    detector: dict[str, Any] | None = None  # learned_copy: the copy detector's fingerprint, config and training
 
 
 class AcceptanceMargin(_Part):

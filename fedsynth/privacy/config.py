@@ -8,11 +8,11 @@ from pydantic import Field, model_validator
 
 from fedsynth.config import StrictModel
 
-__all__ = ["METRICS", "GateConfig", "MetricName"]
+__all__ = ["METRICS", "DetectorConfig", "GateConfig", "MetricName"]
 
-MetricName = Literal["pixel_rmse", "ncc_robust", "random_vgg_rmse"]
+MetricName = Literal["pixel_rmse", "ncc_robust", "learned_copy", "random_vgg_rmse"]
 #: Every metric the gate knows, in the order they are reported.
-METRICS: tuple[str, ...] = ("pixel_rmse", "ncc_robust", "random_vgg_rmse")
+METRICS: tuple[str, ...] = ("pixel_rmse", "ncc_robust", "learned_copy", "random_vgg_rmse")
 
 
 class GateConfig(StrictModel):
@@ -76,3 +76,27 @@ class GateConfig(StrictModel):
         if any(not 0.5 <= s <= 2.0 for s in self.scales):
             raise ValueError("scales must lie within 0.5 and 2")
         return self
+
+
+class DetectorConfig(StrictModel):
+    """How the site's copy detector is built and trained; part of its fingerprint."""
+
+    embed_dim: int = Field(64, ge=8, le=1024)
+    channels: tuple[int, ...] = Field((16, 32, 64, 64), min_length=2, max_length=6)
+    steps: int = Field(300, ge=1, le=100_000, description="optimiser steps")
+    batch_size: int = Field(64, ge=4, le=1024, description="slices per step (two edits each)")
+    lr: float = Field(2e-3, gt=0.0, le=1.0)
+    temperature: float = Field(0.1, gt=0.0, le=10.0, description="NT-Xent temperature")
+    neighbours: int = Field(1, ge=0, le=64, description="slices of the same patient at most this far apart are "
+                            "not negatives of each other")
+    anchor_strength: float = Field(0.5, ge=0.0, le=1.0, description="edit strength of the first view (the "
+                                   "second is always full strength); 0: the slice itself, as references are")
+    # -- the threat model's edits (training augmentations) -----------------------------------
+    max_rotation_deg: float = Field(10.0, ge=0.0, le=45.0)
+    max_zoom: float = Field(0.1, ge=0.0, le=0.5, description="zoom in or out by up to this fraction")
+    max_shift_px: float = Field(3.0, ge=0.0, le=16.0)
+    elastic_px: float = Field(1.5, ge=0.0, le=8.0, description="SD of the elastic warp's control points, pixels")
+    max_blur_px: float = Field(1.2, ge=0.0, le=4.0, description="largest Gaussian blur sigma, pixels")
+    max_noise: float = Field(0.03, ge=0.0, le=0.5, description="largest Gaussian noise SD, [0, 1] units")
+    gamma: tuple[float, float] = Field((0.7, 1.4), description="range of the gamma curve")
+    seed: int = Field(0, ge=0)

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 _DEFINITIONS = {
     "pixel_rmse": "sqrt(mean((x - y)^2)) on [0, 1] intensities",
     "ncc_robust": "1 - max Pearson correlation over {id, hflip, vflip, both} x circular shifts |dy|,|dx| <= max_shift",
+    "learned_copy": "1 - cosine similarity in the embedding of the site's copy detector (an encoder trained "
+                    "self-supervised on the site's slices to embed edited copies close; recall measured, not proven)",
     "random_vgg_rmse": "RMSE of 1000 outputs of a random-init VGG-style net (paper parity; weak)",
 }
 
@@ -105,8 +107,17 @@ class PrivacyGate:
         cfg: GateConfig | None = None,
         reference_groups: np.ndarray | None = None,
         cache_dir: str | Path | None = None,
+        detector: Any = None,
+        holdout: np.ndarray | None = None,
     ) -> None:
+        """``detector``: the site's copy detector (needed for ``learned_copy``); ``holdout``: slices of
+        patients who are not in ``references`` (the site's validation patients), on which ``learned_copy``
+        is calibrated — the detector was trained to push the references apart, so their distances to each
+        other would overstate how far a new patient lands (measured: 32-79 % of new patients' slices flagged).
+        """
         self.cfg = cfg or GateConfig()
+        self.detector = detector  # learned_copy: the site's CopyDetector (fedsynth.privacy.copy_detector)
+        self.holdout = holdout
         try:
             refs = _as_stack(references, "references", self.cfg.image_size)
             self.shape = refs.shape[1:]
@@ -120,7 +131,7 @@ class PrivacyGate:
             refs = augment(refs, self.grid)
             self.groups = None if groups is None else np.repeat(groups, len(self.grid))
             cache = Path(cache_dir) if cache_dir is not None else None
-            self.index = ReferenceIndex(refs, self.cfg, cache)
+            self.index = ReferenceIndex(refs, self.cfg, cache, detector)
             self.metrics: dict[str, dict[str, Any]] = {}
             for m in [m for m in METRICS if m in self.cfg.metrics]:
                 self.metrics[m] = self._threshold(m, cache)
@@ -132,18 +143,36 @@ class PrivacyGate:
     def _threshold(self, metric: str, cache: Path | None) -> dict[str, Any]:
         floor = self.cfg.thresholds.get(metric)  # type: ignore[call-overload]
         entry: dict[str, Any] = {"definition": _DEFINITIONS[metric] + describe(self.cfg), "mode": self.cfg.mode}
+        if metric == "learned_copy":
+            if self.detector is None:
+                raise GateError("metric learned_copy needs the site's trained copy detector")
+            entry["detector"] = self.detector.describe()  # fingerprint of the weights that certified
         if self.cfg.mode == "absolute":
             entry["threshold"] = float(floor)  # type: ignore[arg-type]
             return entry
         if self.groups is None:
             raise GateError("calibrated thresholds need the patient id of every reference image "
                             "(or use absolute thresholds)")
-        cal = calibrate(self.index, self.groups, self.cfg, metric, cache)
+        cal = (self._calibrate_on_holdout(metric) if metric == "learned_copy"
+               else calibrate(self.index, self.groups, self.cfg, metric, cache))
         entry["calibration"] = cal
         entry["threshold"] = max(cal["value"], float(floor)) if floor is not None else cal["value"]
         if floor is not None:
             entry["floor"] = float(floor)
         return entry
+
+    def _calibrate_on_holdout(self, metric: str) -> dict[str, Any]:
+        """The ``percentile``-th percentile of held-out patients' nearest distances to the references."""
+        if self.holdout is None or len(self.holdout) == 0:
+            raise GateError(f"{metric} is calibrated on held-out patients' slices (the site's validation "
+                            "patients); none were given")
+        held = _as_stack(self.holdout, "held-out slices", self.cfg.image_size, self.shape)
+        dist, _ = self.index.search(metric, held)
+        value = float(np.percentile(dist, self.cfg.percentile))
+        if not value > 0:
+            raise GateError(f"calibration of {metric} gave a non-positive threshold ({value})")
+        return {"method": "held-out patients' nearest distances to the references", "value": value,
+                "percentile": self.cfg.percentile, "n_queries": int(len(held))}
 
     @property
     def thresholds(self) -> dict[str, float]:

@@ -22,6 +22,13 @@ nearest real image can be found by exhaustive (exact) search:
     are applied to the *candidate* side, so the reference index stays one
     flat index.
 
+``learned_copy``
+    1 - cosine similarity of the embeddings of the site's copy detector
+    (:mod:`fedsynth.privacy.copy_detector`: an encoder trained self-supervised
+    on the site's own slices to embed edited copies close). Exact nearest
+    neighbour in the embedding (``IndexFlatIP``); the distance is exact *in
+    that embedding*, what the embedding catches is measured, not proven.
+
 ``random_vgg_rmse`` (paper parity, weak)
     RMSE between 1000 outputs of a randomly initialised VGG-style network
     (fixed seed), as in the paper this project builds on. Documented as weak:
@@ -31,9 +38,11 @@ nearest real image can be found by exhaustive (exact) search:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from fedsynth.errors import GateError
 from fedsynth.privacy.config import GateConfig
 
 __all__ = ["MetricSpec", "metric_spec", "ncc_robust", "pixel_rmse", "standardise", "transformed"]
@@ -98,12 +107,15 @@ class MetricSpec:
     inner_product: bool  # IndexFlatIP (larger is nearer) or IndexFlatL2
     n_transforms: int
     cfg: GateConfig
+    detector: Any = None  # learned_copy: the site's CopyDetector
 
     def embed_references(self, images: np.ndarray) -> np.ndarray:
         if self.name == "pixel_rmse":
             return np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
         if self.name == "ncc_robust":
             return standardise(images)
+        if self.name == "learned_copy":
+            return self.detector.embed(images)
         return _random_vgg_features(images)
 
     def embed_queries(self, images: np.ndarray) -> np.ndarray:
@@ -129,14 +141,22 @@ class MetricSpec:
             return pixel_rmse(x, y)
         if self.name == "ncc_robust":
             return ncc_robust(x, y, self.cfg.max_shift, self.cfg.flips)
+        if self.name == "learned_copy":
+            ex, ey = self.detector.embed(np.stack([x, y]).astype(np.float32)).astype(np.float64)
+            return float(np.clip(1.0 - ex @ ey, 0.0, 2.0))
         fx, fy = _random_vgg_features(np.stack([x, y]).astype(np.float32))
         return float(np.sqrt(np.mean((fx.astype(np.float64) - fy) ** 2)))
 
 
-def metric_spec(name: str, cfg: GateConfig) -> MetricSpec:
+def metric_spec(name: str, cfg: GateConfig, detector: Any = None) -> MetricSpec:
+    """The spec of metric ``name``; ``learned_copy`` needs the site's copy detector (GateError without)."""
     if name == "ncc_robust":
         n_t = (4 if cfg.flips else 1) * (2 * cfg.max_shift + 1) ** 2
         return MetricSpec(name, True, n_t, cfg)
+    if name == "learned_copy":
+        if detector is None:
+            raise GateError("metric learned_copy needs the site's trained copy detector")
+        return MetricSpec(name, True, 1, cfg, detector)
     return MetricSpec(name, False, 1, cfg)
 
 

@@ -26,7 +26,7 @@ from pydantic import Field, field_validator, model_validator
 
 from fedsynth.config import StrictModel
 from fedsynth.errors import GateError
-from fedsynth.privacy.config import GateConfig, MetricName
+from fedsynth.privacy.config import DetectorConfig, GateConfig, MetricName
 
 __all__ = ["GatePolicy", "PolicyRefusal"]
 
@@ -42,7 +42,7 @@ class PolicyRefusal(GateError):
 
 #: Policy fields added later; left out of the digest while at their defaults, so the digests of policies
 #: registered before they existed stay valid.
-_LATER_FIELDS = ("min_rotation_deg", "min_scale_change", "require_subpixel_shifts")
+_LATER_FIELDS = ("min_rotation_deg", "min_scale_change", "require_subpixel_shifts", "copy_detector")
 
 
 class GatePolicy(StrictModel):
@@ -68,6 +68,9 @@ class GatePolicy(StrictModel):
     require_subpixel_shifts: bool = Field(False, description="the transform grid must include half-pixel shifts")
     max_images: int = Field(10_000, ge=1, description="most accepted images one study may ask for")
     max_candidates: int = Field(50_000, ge=1, description="most candidates one study may have the gate draw")
+    copy_detector: DetectorConfig = Field(
+        default_factory=DetectorConfig, description="how the site trains its copy detector (metric learned_copy; "
+        "[privacy.copy_detector] in the site TOML)")
 
     @field_validator("min_thresholds")
     @classmethod
@@ -89,7 +92,8 @@ class GatePolicy(StrictModel):
 
         data = self.model_dump(mode="json")
         for name in _LATER_FIELDS:  # added after policies were registered: absent while at their default
-            if data[name] == type(self).model_fields[name].default:
+            default = type(self).model_fields[name].get_default(call_default_factory=True)
+            if data[name] == (default.model_dump(mode="json") if isinstance(default, StrictModel) else default):
                 data.pop(name)
         return "sha256:" + hashlib.sha256(canonical_json(data)).hexdigest()
 

@@ -54,6 +54,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import repeat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -104,9 +105,11 @@ class ReferenceIndex:
     and memory-mapped on later use, so a site builds its index once.
     """
 
-    def __init__(self, references: np.ndarray, cfg: GateConfig, cache_dir: Path | None = None) -> None:
+    def __init__(self, references: np.ndarray, cfg: GateConfig, cache_dir: Path | None = None,
+                 detector: Any = None) -> None:
         self.references = references
         self.cfg = cfg
+        self.detector = detector  # learned_copy's encoder (fedsynth.privacy.copy_detector)
         self.fingerprint = array_digest(references)  # binds certificates to the data checked against
         self.cache = Path(cache_dir) / f"refs-{self.fingerprint[:16]}" if cache_dir else None
         self._emb: dict[str, np.ndarray] = {}
@@ -114,7 +117,13 @@ class ReferenceIndex:
         self._weak: bool | None = None  # the pixel bound's band misses most of the references' variance
 
     def spec(self, metric: str) -> MetricSpec:
-        return metric_spec(metric, self.cfg)
+        return metric_spec(metric, self.cfg, self.detector)
+
+    def cache_name(self, metric: str) -> str:
+        """The metric's embedding name: a learned metric's names its detector (another detector, other rows)."""
+        if metric == "learned_copy" and self.detector is not None:
+            return f"{metric}-{self.detector.fingerprint[:16]}"
+        return metric
 
     def _cached(self, name: str, build: Callable[[], np.ndarray]) -> np.ndarray:
         if name in self._emb:
@@ -145,7 +154,7 @@ class ReferenceIndex:
             return np.concatenate([spec.embed_references(np.asarray(self.references[i : i + 4096], np.float32))
                                    for i in range(0, len(self.references), 4096)])
 
-        return self._cached(metric, build)
+        return self._cached(self.cache_name(metric), build)
 
     def search(
         self,

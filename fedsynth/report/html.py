@@ -214,6 +214,32 @@ def _two_sample(rep: ReportModel) -> str:
     return f"<h2>Synthetic vs real (classifier two-sample test)</h2><table>{head}{''.join(rows)}</table>{note}"
 
 
+def _memorisation(rep: ReportModel) -> str:
+    """Per site and metric: membership inference, near-copy share of what was published, and of all candidates."""
+    rows = []
+    for site, row in sorted(rep.privacy.items()):
+        d = row.model_dump()
+        mem = ((d.get("memorisation") or {}).get("metrics") or {})
+        flagged = d.get("candidates_flagged") or {}
+        for m in sorted(set(mem) | set(flagged)):
+            r = mem.get(m) or {}
+            ci = r.get("membership_auc_ci95") or [None, None]
+            auc = "–" if r.get("membership_auc") is None else f"{r['membership_auc']:.2f} {_ci(*ci)}"
+            share = "–" if r.get("near_copy_share") is None else f"{100 * r['near_copy_share']:.1f} %"
+            cand = "–" if flagged.get(m) is None else f"{100 * flagged[m]:.1f} %"
+            rows.append(f"<tr><td>{_e(site)}</td><td>{_e(m)}</td><td>{auc}</td><td>{share}</td><td>{cand}</td></tr>")
+    if not rows:
+        return ""
+    head = ("<tr><th>site</th><th>metric</th><th>membership AUC [95 % CI]</th><th>published nearer than 95 % of "
+            "held-out slices</th><th>candidates the metric alone rejects</th></tr>")
+    note = ('<p class="small">Membership inference: can an attacker holding the published images tell the site\'s '
+            "training patients from its validation patients by how close each real slice is to its nearest published "
+            "image (0.5: no signal; CI resamples patients). For <code>learned_copy</code> (the site's copy detector) "
+            "the last column is the generator's \u201c% copies\u201d before the gate. Computed at the site, signed "
+            "into its certificate.</p>")
+    return f"<h2>Memorisation</h2><table>{head}{''.join(rows)}</table>{note}"
+
+
 def _kv_table(data: Mapping[str, Any]) -> str:
     if not data:
         return "<p>–</p>"
@@ -277,6 +303,7 @@ are description only.</p>
 <h2>Paired comparisons per slice (descriptive; slices of one patient are not independent)</h2>{_comparisons_table(rep)}
 {_figures(figures_inputs)}
 {_two_sample(rep)}
+{_memorisation(rep)}
 <h2>Privacy gate</h2>{_kv_table(privacy)}
 <h2>Communication (bytes)</h2>{_kv_table(rep.communication_bytes)}
 <h2>Wall time (s)</h2>{_kv_table(wall)}

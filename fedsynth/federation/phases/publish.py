@@ -194,5 +194,21 @@ def privacy_row(run: StudyRun, site_id: str, rejected: dict[str, str]) -> dict[s
         "threshold_ci95_over_patients": {m: (v.calibration or {}).get("ci95_over_patients")
                                          for m, v in cert.metrics.items()},
         "memorisation": cert.memorisation,
+        "candidates_flagged": _candidates_flagged(cert),
         "two_sample": cert.quality,
     }
+
+
+def _candidates_flagged(cert: Any) -> dict[str, float]:
+    """Per metric, the share of all candidates the generator drew that the metric alone would have rejected.
+
+    Before the gate, so it measures the generator: with ``learned_copy`` this
+    is the share of samples the site's copy detector calls a copy of a
+    training slice ("% copies" of Dar et al. 2025, on unfiltered samples).
+    """
+    bars = {m: cert.acceptance_margin.bar(t) for m, t in cert.thresholds().items()}
+    rows = cert.images
+    if not rows:
+        return {}
+    return {m: float(sum(r.nn_distance.get(m, float("inf")) < bar for r in rows) / len(rows))
+            for m, bar in bars.items()}
