@@ -131,7 +131,7 @@ class PrivacyGate:
             refs = augment(refs, self.grid)
             self.groups = None if groups is None else np.repeat(groups, len(self.grid))
             cache = Path(cache_dir) if cache_dir is not None else None
-            self.index = ReferenceIndex(refs, self.cfg, cache, detector)
+            self.index = ReferenceIndex(refs, self.cfg, cache, detector, variants=len(self.grid))
             self.metrics: dict[str, dict[str, Any]] = {}
             for m in [m for m in METRICS if m in self.cfg.metrics]:
                 self.metrics[m] = self._threshold(m, cache)
