@@ -147,3 +147,17 @@ def test_html_draws_learning_curves_and_every_patient(tmp_path) -> None:
     assert "Training effort and learning curves" in text and "<td>synthetic</td><td>4</td><td>4</td>" in text
     assert text.index("per-patient PSNR") < text.index("<h2>Metrics</h2>")  # the patients come with the verdicts
     assert "1 of 1 trainings kept the weights of their last validation" in text  # best epoch 4 of 4: budget-bound
+
+
+def test_html_shows_memorisation_and_the_closest_pairs(tmp_path) -> None:
+    rep = _report()
+    rep["privacy"]["site-1"]["memorisation"] = {"metrics": {"learned_copy": {
+        "membership_auc": 0.61, "membership_auc_ci95": [0.52, 0.70], "held_out_p05": 0.07, "near_copy_share": 0.125}}}
+    rep["privacy"]["site-1"]["candidates_flagged"] = {"learned_copy": 0.25}
+    imgs = body_discs(2, 32)
+    closest = {"site-1": {"published": imgs, "real": imgs[::-1], "pixel_rmse": [0.0412, 0.0533]}}
+    text = render_html(write_report(tmp_path, rep), tmp_path / "report.html",
+                       figures_inputs={"closest": closest}).read_text(encoding="utf-8")
+    assert "<h2>Memorisation</h2>" in text
+    assert "<td>site-1</td><td>learned_copy</td><td>0.61 [0.52, 0.7]</td><td>12.5 %</td><td>25.0 %</td>" in text
+    assert "Closest published / real pairs" in text and "site-1: 0.0412, 0.0533" in text

@@ -49,7 +49,7 @@ from fedsynth.federation.phases.weight_averaging import weight_averaging
 from fedsynth.federation.pool import SyntheticPool
 from fedsynth.federation.roster import Roster, StudyError
 from fedsynth.federation.study_dir import StudyLayout, StudySpec, registered_key
-from fedsynth.federation.study_report import build_report, write_study_report
+from fedsynth.federation.study_report import build_report, closest_pairs, write_study_report
 from fedsynth.federation.study_state import StudyState, merge_bytes
 
 __all__ = ["Study", "StudyError", "StudySpec"]
@@ -168,9 +168,10 @@ class Study:
         for i, (name, fn) in enumerate(steps, start=1):
             self._phase(name, fn, f"{i}/{len(steps)} ")
         t1 = time.perf_counter()
-        write_study_report(self.layout, self.report(), self.ctx.pool)
+        closest = closest_pairs(self.spec, self.ctx.pool)
+        write_study_report(self.layout, self.report(), self.ctx.pool, closest)
         self.state.wall_seconds[Phase.REPORT.value] = time.perf_counter() - t1
         self._save()
         report = self.report()
-        write_study_report(self.layout, report, self.ctx.pool)
+        write_study_report(self.layout, report, self.ctx.pool, closest)
         return report

@@ -249,9 +249,43 @@ def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: 
     )
 
 
-def write_study_report(layout: StudyLayout, report: Any, pool: SyntheticPool) -> None:
+def closest_pairs(spec: StudySpec, pool: SyntheticPool, k: int = 4) -> dict[str, Any]:
+    """Simulation only: per site, the ``k`` published images nearest to a real training slice (pixel RMSE), with it.
+
+    So a person can look at the closest calls the gate let through. Only a
+    simulation may do this: the coordinator then holds the simulated sites'
+    data; in deployment real slices never leave a site (a site sees its own
+    pairs with ``fedsynth site evaluate``, nearest_real.png).
+    """
+    if spec.mode != "simulation":
+        return {}
+    import numpy as np
+
+    from fedsynth.data import ingest_configured_site
+    from fedsynth.federation.study_dir import simulated_site
+    from fedsynth.privacy import GateConfig
+    from fedsynth.privacy.search import ReferenceIndex
+
+    out: dict[str, Any] = {}
+    sites = {f"site-{i}": i for i in range(1, spec.scenario.cohort.sites + 1)}
+    for site in pool.sites():
+        if site not in sites:
+            continue
+        train = ingest_configured_site(simulated_site(spec.out, spec.scenario, sites[site])).train_images()
+        pub = pool.images(site)
+        if len(pub) == 0 or pub.shape[1:] != train.shape[1:]:
+            continue
+        dist, idx = ReferenceIndex(train, GateConfig(metrics=["pixel_rmse"])).search("pixel_rmse", pub)
+        order = np.argsort(dist, kind="stable")[:k]
+        out[site] = {"published": pub[order], "real": train[idx[order]], "pixel_rmse": dist[order].tolist()}
+    return out
+
+
+def write_study_report(layout: StudyLayout, report: Any, pool: SyntheticPool,
+                       closest: dict[str, Any] | None = None) -> None:
     """``report.json`` (validated on write) and ``report.html`` with a few pooled samples per site.
 
+    ``closest``: :func:`closest_pairs` (simulation), shown side by side.
     ``report.json`` is written first, so a rendering failure loses nothing: it
     is logged with the command that retries it.
     """
@@ -259,8 +293,13 @@ def write_study_report(layout: StudyLayout, report: Any, pool: SyntheticPool) ->
 
     write_report(layout.out, report)
     samples = {f"synthetic {s}": pool.images(s)[:8] for s in pool.sites()}
+    figures: dict[str, Any] = {}
+    if samples:
+        figures["samples"] = samples
+    if closest:
+        figures["closest"] = closest
     try:
-        render_html(report, layout.report_html, {"samples": samples} if samples else None)
+        render_html(report, layout.report_html, figures or None)
     except Exception as err:  # noqa: BLE001 - the study's results are in report.json
         log.error("report.html not written (%s: %s); report.json is complete, retry with: fedsynth report %s",
                   type(err).__name__, err, layout.out)

@@ -265,6 +265,19 @@ def _figures(figures_inputs: Mapping[str, Any] | None) -> str:
     if samples:
         parts.append("<h2>Sample grids (real vs synthetic)</h2>")
         parts.append(_img(sample_grid({k: np.asarray(v) for k, v in samples.items()}), "sample grid"))
+    closest = figures_inputs.get("closest")
+    if closest:
+        rows: dict[str, np.ndarray] = {}
+        caption = []
+        for site, pair in closest.items():
+            rows[f"{site} published"] = np.asarray(pair["published"])
+            rows[f"{site} nearest real"] = np.asarray(pair["real"])
+            caption.append(f"{_e(site)}: " + ", ".join(f"{d:.4f}" for d in pair["pixel_rmse"]))
+        parts.append("<h2>Closest published / real pairs</h2>")
+        parts.append(_img(sample_grid(rows, n=max(len(v) for v in rows.values())), "closest pairs"))
+        parts.append('<p class="small">Per site, the published images nearest to a real training slice (pixel '
+                     "RMSE, left to right: " + "; ".join(caption) + "), each above its nearest real slice. Shown "
+                     "only in simulation: in deployment real slices never leave a site.</p>")
     return "".join(parts)
 
 
