@@ -46,7 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--calibrate-percentile", type=float, metavar="P",
                    help="calibrate thresholds as the P-th percentile of other-patient nearest distances "
                         "(default mode, P=5); given thresholds then act as floors")
-    g.add_argument("--metrics", nargs="+", metavar="M", help="pixel_rmse ncc_robust random_vgg_rmse")
+    g.add_argument("--metrics", nargs="+", metavar="M", help="pixel_rmse ncc_robust learned_copy random_vgg_rmse")
+    g.add_argument("--copy-detector", type=Path, metavar="PT", dest="copy_detector",
+                   help="learned_copy: the site's copy detector checkpoint (fedsynth.privacy.copy_detector)")
+    g.add_argument("--holdout", type=Path, metavar="PATH",
+                   help="learned_copy: slices of patients not in --real (e.g. validation patients), on which "
+                        "its threshold is calibrated (.npy/.npz, a NIfTI dir, or a slice store: its val part)")
     g.add_argument("--config", type=Path, metavar="TOML", help="gate settings ([gate] table or top level)")
     g.add_argument("--key", type=Path, metavar="PEM", help="site Ed25519 private key: sign the certificate")
     g.add_argument("--modality", choices=["ct", "mri", "pet"], help="needed for NIfTI directories")
@@ -123,6 +128,14 @@ def _read_real(path: Path, modality: str | None, size: int | None) -> tuple[Any,
     return read_image_stack(path, size=size, modality=modality, return_groups=True)
 
 
+def _read_holdout(path: Path, modality: str | None, size: int | None) -> Any:
+    from fedsynth.data import open_store, read_image_stack
+
+    if path.is_dir() and (path / "index.json").exists():
+        return open_store(path).val_images()
+    return read_image_stack(path, size=size, modality=modality)
+
+
 def _gate(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -143,7 +156,15 @@ def _gate(args: argparse.Namespace) -> int:
     key = load_private_key(args.key) if args.key else None
     real, groups = _read_real(args.real, args.modality, args.size)
     cands = read_image_stack(args.synthetic, size=args.size, modality=args.modality)
-    gate = PrivacyGate(real, cfg, reference_groups=groups)
+    detector = holdout = None
+    if "learned_copy" in cfg.metrics:
+        if args.copy_detector is None or args.holdout is None:
+            raise ConfigError("metric learned_copy needs --copy-detector and --holdout")
+        from fedsynth.privacy.copy_detector import CopyDetector
+
+        detector = CopyDetector.load(args.copy_detector)
+        holdout = _read_holdout(args.holdout, args.modality, args.size)
+    gate = PrivacyGate(real, cfg, reference_groups=groups, detector=detector, holdout=holdout)
     pos = {"i": 0}
 
     def source(n: int) -> np.ndarray:

@@ -65,7 +65,7 @@ class TaskConfig(StrictModel):
     )
     geometry: Literal["parallel", "fan"] = Field(
         "parallel", description="parallel: parallel beam over 180 degrees (fast); fan: fan beam with a flat "
-        "detector over 360 degrees (the clinical geometry, ~15x slower)")
+        "detector over 360 degrees (the clinical geometry, ~18x slower)")
     n_angles: int | None = Field(
         None, ge=8, le=4096, description="projection views; default ceil(pi/2 * size) over 180 degrees for "
         "parallel, 1152 over 360 degrees for fan")
