@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -55,6 +56,15 @@ def test_catches_edited_copies_the_exact_metrics_miss() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import near_copies as bench
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the detector's float sums depend on the thread count; CI has 2 cores
+    try:
+        _check_recall(bench)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_recall(bench: Any) -> None:
     vols = bench._patients(bench.TRAIN + bench.NEW + 2, seed=0)
     train = np.concatenate(vols[: bench.TRAIN])
     groups = np.repeat([f"p{k}" for k in range(bench.TRAIN)], bench.SLICES)
@@ -74,7 +84,9 @@ def test_catches_edited_copies_the_exact_metrics_miss() -> None:
         if strength == "8 deg":
             assert exact.check(copies).accepted.mean() >= 0.5  # the point: the exact metrics miss most of these
         assert np.mean(learned.check(copies).distances["learned_copy"] < tau) >= floor, strength
-    assert np.mean(learned.check(new).distances["learned_copy"] < tau) <= 0.15
+    # a guard against the collapse that flagged 32-79 % (leave-one-out calibration) or 58 % (patient classifier);
+    # the measured share is 3-6 % over detector seeds, 15 % when trained with 1 thread
+    assert np.mean(learned.check(new).distances["learned_copy"] < tau) <= 0.25
 
 
 def test_calibrated_on_held_out_patients(site: dict) -> None:
