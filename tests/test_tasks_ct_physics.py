@@ -120,3 +120,15 @@ def test_pixel_size_comes_from_the_voxel_spacing(tmp_path: Path) -> None:
     cfg = TaskConfig(task="ldct")
     x, _ = make_pairs(store.train_images()[:2], cfg, 0, pixel_mm=store.pixel_mm_of("train")[:2])
     assert x.shape == (2, 32, 32)
+
+
+def test_each_image_is_scanned_at_its_own_pixel_size() -> None:
+    """A stack mixing two sites' pixel sizes (the pool): each run of equal sizes gets its own geometry."""
+    imgs = _water(200.0, n=4)
+    mixed = low_dose_ct(imgs, pixel_mm=np.array([PIX, PIX, 2 * PIX, 2 * PIX]), seed=3)
+    first = low_dose_ct(imgs[:2], pixel_mm=PIX, seed=3)  # the first run draws the first noise, as alone
+    np.testing.assert_array_equal(mixed[:2], first)
+    # at twice the pixel the 200 mm disc is 400 mm of water: far fewer photons through it, more noise
+    assert np.std(mixed[2:] - imgs[2:]) > 2 * np.std(mixed[:2] - imgs[:2])
+    with pytest.raises(ValueError, match="positive"):
+        low_dose_ct(imgs, pixel_mm=np.array([PIX, 0.0, PIX, PIX]))
