@@ -24,17 +24,9 @@ CFG = DetectorConfig(steps=60, batch_size=32)  # mechanics only; what it catches
 
 def _patients(n: int, seed: int) -> list[np.ndarray]:
     """``n`` CT patients (SLICES x SIZE x SIZE in [0, 1]) of one scanner of the bundled cohort."""
-    import fedsynth.data.cohort as cohort
-    from fedsynth.data.normalise import hu_to_window
+    from fedsynth.data.cohort import ct_patients
 
-    scanner = cohort.site_scanners("ct", 1, 0)[0]
-    out = []
-    for p in range(n):
-        rng = np.random.default_rng([seed, p])
-        mix = scanner.patient_mix + float(rng.normal(0, 0.5))
-        img = cohort.render_ct_patient(cohort.sample_ct_patient(rng, mix), SLICES, SIZE, scanner.fov)
-        out.append(hu_to_window(cohort.apply_ct_scanner(img, scanner, rng)).astype(np.float32))
-    return out
+    return ct_patients(n, seed, SIZE, SLICES)
 
 
 @pytest.fixture(scope="module")

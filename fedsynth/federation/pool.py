@@ -230,7 +230,11 @@ class SyntheticPool:
         and a network trained on the pool sees its images in this order; the
         pooled model must not depend on which site happened to answer first.
         """
-        q = ("SELECT i.digest FROM images i JOIN bundles b ON b.id = i.bundle_id "
+        return [str(d) for d in self._pooled("i.digest", site)]
+
+    def _pooled(self, column: str, site: str | None) -> list[Any]:
+        """One column (``i.*`` image or ``b.*`` bundle) per pooled image of verified bundles, in digests order."""
+        q = (f"SELECT {column} FROM images i JOIN bundles b ON b.id = i.bundle_id "  # noqa: S608 - internal names
              "WHERE b.verified = 1 AND b.site = i.site")
         args: tuple = ()
         if site is not None:
@@ -255,20 +259,13 @@ class SyntheticPool:
         NaN where the certificate states none (written before sites sent it):
         the low-dose CT task then refuses the images with a one-line error.
         """
-        q = ("SELECT b.certificate FROM images i JOIN bundles b ON b.id = i.bundle_id "
-             "WHERE b.verified = 1 AND b.site = i.site")
-        args: tuple = ()
-        if site is not None:
-            q += " AND i.site = ?"
-            args = (site,)
         out: list[float] = []
         seen: dict[str, float] = {}
-        with self._connect() as db:
-            for (cert,) in db.execute(q + " ORDER BY i.site, i.added, i.rowid", args):
-                if cert not in seen:
-                    value = (json.loads(cert).get("certificate") or {}).get("pixel_mm")
-                    seen[cert] = float(value) if isinstance(value, int | float) and value > 0 else float("nan")
-                out.append(seen[cert])
+        for cert in self._pooled("b.certificate", site):
+            if cert not in seen:
+                value = (json.loads(cert).get("certificate") or {}).get("pixel_mm")
+                seen[cert] = float(value) if isinstance(value, int | float) and value > 0 else float("nan")
+            out.append(seen[cert])
         return np.asarray(out, dtype=np.float64)
 
     def _load(self, digest: str) -> np.ndarray:

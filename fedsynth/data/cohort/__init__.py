@@ -32,7 +32,7 @@ from fedsynth.errors import ConfigError
 from fedsynth.io_utils import atomic_dir, write_json_atomic
 from fedsynth.progress import progress
 
-__all__ = ["CohortSettings", "SiteScanner", "cohort_volume", "make_cohort", "site_scanners"]
+__all__ = ["CohortSettings", "SiteScanner", "cohort_volume", "ct_patients", "make_cohort", "site_scanners"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,26 @@ def cohort_volume(settings: CohortSettings, site: int, patient: int) -> tuple[np
     data = apply_orientation(ras, t)
     affine = affine @ inv_ornt_aff(t, ras.shape)
     return np.ascontiguousarray(data), affine, scanner
+
+
+def ct_patients(n: int, seed: int = 0, size: int = 64, slices: int = 24) -> list[np.ndarray]:
+    """``n`` digital CT patients of site-1's scanner as ``[0, 1]`` slice stacks (slices, size, size), in memory.
+
+    For benchmarks and tests that need realistic slices of several patients
+    without writing and ingesting NIfTI files: the renderer and scanner of
+    :func:`make_cohort` and the ingestion window, patients seeded by
+    ``(seed, patient)`` (not the same patients as a cohort's).
+    """
+    from fedsynth.data.normalise import hu_to_window
+
+    scanner = site_scanners("ct", 1, 0)[0]
+    out = []
+    for p in range(n):
+        rng = np.random.default_rng([seed, p])
+        mix = scanner.patient_mix + float(rng.normal(0, 0.5))
+        img = render_ct_patient(sample_ct_patient(rng, mix), slices, size, scanner.fov)
+        out.append(hu_to_window(apply_ct_scanner(img, scanner, rng)).astype(np.float32))
+    return out
 
 
 def _save(path: Path, data: np.ndarray, affine: np.ndarray, modality: str) -> None:
