@@ -181,3 +181,20 @@ def test_samples_get_the_fitted_texture_inside_the_body_only(trained) -> None:
     diff = (textured - plain)[body]
     assert abs(float(diff.mean())) < 0.3 * float(diff.std())
     assert 0.5 < float(diff.std()) / float(np.sqrt(spec.mean())) < 1.5
+
+
+def test_gpu_paths_fall_back_to_the_plain_cpu_path(tmp_path) -> None:
+    """bfloat16 autocast and torch.compile (on in every profile) take effect only on CUDA: on a CPU the
+    generator trains and samples exactly as with both off."""
+    from fixtures.generative import train_tiny
+
+    on = train_tiny(tmp_path / "on", n=8, ae_epochs=2, unet_epochs=1, amp=True, compile=True)
+    off = train_tiny(tmp_path / "off", n=8, ae_epochs=2, unet_epochs=1, amp=False, compile=False)
+    def losses(summary: dict) -> dict:
+        return {k: [{m: v for m, v in h.items() if m != "seconds"} for h in hist]
+                for k, hist in summary["history"].items()}
+
+    assert losses(on) == losses(off)
+    a = load_generator(tmp_path / "on").sample(3, steps=4, seed=1)
+    b = load_generator(tmp_path / "off").sample(3, steps=4, seed=1)
+    np.testing.assert_array_equal(a, b)
