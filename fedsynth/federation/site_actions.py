@@ -116,8 +116,9 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
             return np.load(img_path), SignedCertificate.model_validate(cached["signed"]), cached["stats"]
     store = s.store()
     learned = "learned_copy" in cfg.metrics
-    detector = _copy_detector(s, store) if learned else None
-    gate = PrivacyGate(store.train_images(), cfg, reference_groups=store.train_patient_ids(),
+    train = store.train_images()
+    detector = _copy_detector(s, store, train) if learned else None
+    gate = PrivacyGate(train, cfg, reference_groups=store.train_patient_ids(),
                        cache_dir=s.runtime.workdir / "gate", detector=detector,
                        holdout=store.val_images() if learned else None)
     calls = {"n": 0}
@@ -154,19 +155,20 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
     return accepted, signed, stats
 
 
-def _copy_detector(s: SiteSession, store: Any) -> Any:
+def _copy_detector(s: SiteSession, store: Any, train: np.ndarray) -> Any:
     """The site's copy detector for these training slices: loaded if trained before, else trained and saved.
 
     Keyed by the slices' digest, so a changed training set trains a new one;
     the checkpoint is the site's (it never leaves), its fingerprint goes into
     the certificate.
     """
+    import hashlib
+
     from fedsynth.digests import array_digest
     from fedsynth.privacy.copy_detector import CopyDetector, train_copy_detector
 
-    train = store.train_images()
     cfg = s.runtime.policy.copy_detector
-    key = array_digest(train)[:16] + "-" + array_digest(np.frombuffer(cfg.model_dump_json().encode(), np.uint8))[:8]
+    key = array_digest(train)[:16] + "-" + hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:8]
     path = s.runtime.workdir / "copy-detector" / f"{key}.pt"
     if path.is_file():
         return CopyDetector.load(path)

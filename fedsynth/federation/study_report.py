@@ -267,17 +267,18 @@ def closest_pairs(spec: StudySpec, pool: SyntheticPool, k: int = 4) -> dict[str,
     from fedsynth.privacy.search import ReferenceIndex
 
     out: dict[str, Any] = {}
-    sites = {f"site-{i}": i for i in range(1, spec.scenario.cohort.sites + 1)}
-    for site in pool.sites():
-        if site not in sites:
+    pooled = set(pool.sites())
+    for i in range(1, spec.scenario.cohort.sites + 1):
+        site = simulated_site(spec.out, spec.scenario, i)
+        if site.id not in pooled:
             continue
-        train = ingest_configured_site(simulated_site(spec.out, spec.scenario, sites[site])).train_images()
-        pub = pool.images(site)
+        train = ingest_configured_site(site).train_images()
+        pub = pool.images(site.id)
         if len(pub) == 0 or pub.shape[1:] != train.shape[1:]:
             continue
         dist, idx = ReferenceIndex(train, GateConfig(metrics=["pixel_rmse"])).search("pixel_rmse", pub)
         order = np.argsort(dist, kind="stable")[:k]
-        out[site] = {"published": pub[order], "real": train[idx[order]], "pixel_rmse": dist[order].tolist()}
+        out[site.id] = {"published": pub[order], "real": train[idx[order]], "pixel_rmse": dist[order].tolist()}
     return out
 
 

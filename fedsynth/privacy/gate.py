@@ -143,10 +143,8 @@ class PrivacyGate:
     def _threshold(self, metric: str, cache: Path | None) -> dict[str, Any]:
         floor = self.cfg.thresholds.get(metric)  # type: ignore[call-overload]
         entry: dict[str, Any] = {"definition": _DEFINITIONS[metric] + describe(self.cfg), "mode": self.cfg.mode}
-        if metric == "learned_copy":
-            if self.detector is None:
-                raise GateError("metric learned_copy needs the site's trained copy detector")
-            entry["detector"] = self.detector.describe()  # fingerprint of the weights that certified
+        if metric == "learned_copy":  # the spec refuses a missing detector (GateError)
+            entry["detector"] = self.index.spec(metric).detector.describe()  # the weights that certified
         if self.cfg.mode == "absolute":
             entry["threshold"] = float(floor)  # type: ignore[arg-type]
             return entry

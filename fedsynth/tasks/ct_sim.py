@@ -31,6 +31,7 @@ non-stationary, as in real low-dose CT.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -65,6 +66,23 @@ def hu_to_unit(hu: np.ndarray, hu_window: tuple[float, float] = (-1000.0, 1000.0
     """Apply the ingestion window: Hounsfield units -> ``[0, 1]`` (not clipped)."""
     lo, hi = hu_window
     return (hu - lo) / (hi - lo)
+
+
+def _scanner(
+    geometry: str, projector: str, size: int, n_angles: int, source_px: float, device: str
+) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    """``(project, reconstruct)`` of one geometry on ``size``-pixel images, numpy in and out.
+
+    ``source_px``: the fan's source-to-isocentre distance in pixels (ignored for parallel beam).
+    """
+    if geometry == "fan":
+        geo = FanGeometry.make(size, source_px, n_angles)
+        return (lambda a: fan_project(torch.from_numpy(a).to(device), geo).cpu().numpy(),
+                lambda s: fan_fbp(torch.from_numpy(s).to(device), geo).cpu().numpy())
+    if projector == "torch":
+        return (lambda a: radon_torch(torch.from_numpy(a).to(device), n_angles).cpu().numpy(),
+                lambda s: fbp_torch(torch.from_numpy(s).to(device), size).cpu().numpy())
+    return (lambda a: radon_skimage(a, n_angles), lambda s: fbp_skimage(s, size))
 
 
 def low_dose_ct(
@@ -114,30 +132,18 @@ def low_dose_ct(
     starts = [0] + [int(i) for i in np.flatnonzero(np.diff(pix) != 0) + 1] + [n]
     for g0, g1 in zip(starts[:-1], starts[1:], strict=False):
         mm = float(pix[g0])
-        geo = FanGeometry.make(size, source_mm / mm, n_angles) if geometry == "fan" else None
+        project, reconstruct = _scanner(geometry, projector, size, n_angles, source_mm / mm, device)
         for start in range(g0, g1, batch_size):
             x = images[start : min(g1, start + batch_size)]
             hu = unit_to_hu(x.astype(np.float64), hu_window)
             mu = np.clip(mu_water * (1.0 + hu / 1000.0), 0.0, None).astype(np.float32)
-            if geo is not None:
-                sino = fan_project(torch.from_numpy(mu).to(device), geo).cpu().numpy()
-            elif projector == "torch":
-                sino = radon_torch(torch.from_numpy(mu).to(device), n_angles).cpu().numpy()
-            else:
-                sino = radon_skimage(mu, n_angles)
-            p_clean = sino.astype(np.float64) * mm  # line integrals, dimensionless
+            p_clean = project(mu).astype(np.float64) * mm  # line integrals, dimensionless
             counts = rng.poisson(i0 * np.exp(-p_clean)).astype(np.float64)
             if electronic_noise > 0:
                 counts += rng.normal(0.0, electronic_noise, size=counts.shape)
             p_noisy = -np.log(np.clip(counts, 1.0, None) / i0)
             # Reconstruct only the noise, in attenuation units (1/mm), then convert to HU.
-            dp = ((p_noisy - p_clean) / mm).astype(np.float32)
-            if geo is not None:
-                dmu = fan_fbp(torch.from_numpy(dp).to(device), geo).cpu().numpy()
-            elif projector == "torch":
-                dmu = fbp_torch(torch.from_numpy(dp).to(device), size).cpu().numpy()
-            else:
-                dmu = fbp_skimage(dp, size)
+            dmu = reconstruct(((p_noisy - p_clean) / mm).astype(np.float32))
             noisy_hu = hu + 1000.0 * dmu / mu_water
             out[start : start + len(x)] = np.clip(hu_to_unit(noisy_hu, hu_window), 0.0, 1.0)
     return out
