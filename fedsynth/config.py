@@ -93,6 +93,8 @@ class SiteConfig(StrictModel):
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="share of patients for validation (every "
                                 "choice a study makes; 0 = none, then nothing can be tuned or early-stopped)")
     seed: int = Field(0, ge=0)
+    fold: int = Field(0, ge=0, description="re-split k: the seeded patient order rotated so that fold k's test "
+                      "patients are disjoint from every other fold's (0 = the usual split)")
     manifest: Path | None = Field(None, description="optional CSV: file,patient_id")
     ingest: IngestSettings = Field(default_factory=IngestSettings)
 

@@ -134,7 +134,7 @@ def test_check_quarantines_rows_that_no_certificate_covers(tmp_path):
 
         np.save(pool.objects / f"{array_digest(fake)}.npy", fake)
         db.execute("INSERT INTO bundles VALUES ('b9', 'site-9', '{}', NULL, 1, NULL, 1, 0)")
-        db.execute("INSERT INTO images VALUES (?, 'site-9', 'b9', 0)", (array_digest(fake),))
+        db.execute("INSERT INTO images VALUES (?, 'site-9', 'b9', 0, NULL)", (array_digest(fake),))
     db.close()
     bad = {q.digest: q for q in pool.check(keys)}
     assert set(bad) == {moved, array_digest(fake)}
@@ -151,3 +151,61 @@ def test_a_corrupt_manifest_stops_the_check(tmp_path):
     with pytest.raises(GateError, match="corrupt") as err:
         pool.check(keys)
     assert "\n" not in str(err.value)
+
+
+def _bundle_with_companions(keydir, n: int = 5):
+    """A real gate run that requires companions (each candidate's companion: a dimmed copy), signed."""
+    from fixtures.images import smooth_noise
+
+    from fedsynth.privacy import (
+        GateConfig,
+        PrivacyGate,
+        generate_site_key,
+        load_private_key,
+        sign_certificate,
+    )
+
+    priv, pub = generate_site_key(keydir)
+    cands = smooth_noise(2 * n, 32, seed=3)
+    gate = PrivacyGate(smooth_noise(12, 32, seed=103), GateConfig(
+        metrics=["pixel_rmse"], mode="absolute", thresholds={"pixel_rmse": 1e-3}, require_companions=True))
+    batches = iter([(cands, 0.9 * cands + 0.05)])
+    res = gate.run(lambda k: next(batches, (None, None)), quota=n, max_attempts=len(cands))
+    assert res.companions is not None and len(res.companions) == len(res.accepted) == n
+    return res.accepted, res.companions, sign_certificate(res.certificate, load_private_key(priv)), pub
+
+
+def test_companions_are_pooled_only_as_certified(tmp_path):
+    images, comps, signed, pub = _bundle_with_companions(tmp_path / "k")
+    assert signed.parsed().published_companions() == [array_digest(c) for c in comps]
+    pool = SyntheticPool(tmp_path / "pool")
+    swapped = comps[::-1].copy()  # certified images, each beside another image's companion
+    with pytest.raises(GateError, match="companions are not the ones"):
+        pool.add_bundle("site-1", images, signed, pub, companions=swapped)
+    assert pool.count() == 0
+    pool.add_bundle("site-1", images, signed, pub, companions=comps)
+    np.testing.assert_array_equal(pool.companions(), comps)
+    np.testing.assert_array_equal(pool.images(), images)
+
+
+def test_an_image_without_its_companion_fails_the_untextured_arm_in_one_line(tmp_path):
+    images, signed, pub, _ = signed_bundle(tmp_path / "k")
+    pool = SyntheticPool(tmp_path / "pool")
+    pool.add_bundle("site-1", images, signed, pub)
+    with pytest.raises(GateError, match="no certified companion"):
+        pool.companions()
+
+
+def test_check_quarantines_an_altered_companion_with_its_image(tmp_path):
+    from fedsynth.privacy import load_public_key
+
+    images, comps, signed, pub = _bundle_with_companions(tmp_path / "k")
+    pool = SyntheticPool(tmp_path / "pool")
+    pool.add_bundle("site-1", images, signed, pub, companions=comps)
+    key = load_public_key(pub)
+    assert pool.check(lambda s: key) == []
+    target = array_digest(comps[1])
+    np.save(pool.objects / f"{target}.npy", np.zeros_like(comps[1]))
+    bad = pool.check(lambda s: key)
+    assert [q.digest for q in bad] == [array_digest(images[1])] and bad[0].reason.startswith("companion:")
+    assert len(pool.companions()) == len(images) - 1

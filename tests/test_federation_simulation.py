@@ -62,13 +62,15 @@ def test_report_has_the_design_keys(study):
         assert set(rep["methods"][m]["pooled"]) >= {"psnr", "ssim", "rmse", "n"}
         assert rep["methods"][m]["pooled"]["n"] > 0
     pooled = [c for c in rep["comparisons"] if c["site"] == "pooled"]
-    assert {c["b"] for c in pooled} == {"fedavg", "fedprox", "local-only", "centralised-real", "phase-scrambled-pool"}
+    assert {c["b"] for c in pooled} == {"fedavg", "fedprox", "local-only", "centralised-real", "phase-scrambled-pool",
+                                        "untextured-pool"}
     for c in pooled:  # issue 5's statistics: bootstrap CI around the mean difference, Wilcoxon, TOST
         assert c["a"] == "synthetic-pool" and c["ci_low"] <= c["mean_diff"] <= c["ci_high"]
         assert 0 <= c["p_wilcoxon"] <= 1 and 0 <= c["p_tost"] <= 1
     verdicts = rep["patient_comparisons"]  # the headline: the patient as the unit, one verdict each
     assert {(c["b"], c["metric"]) for c in verdicts} == {(b, m) for b in (
-        "fedavg", "fedprox", "local-only", "centralised-real", "phase-scrambled-pool") for m in ("psnr", "ssim")}
+        "fedavg", "fedprox", "local-only", "centralised-real", "phase-scrambled-pool", "untextured-pool")
+        for m in ("psnr", "ssim")}
     for c in verdicts:
         assert c["unit"] == "patient" and c["n_patients"] == 3 and c["verdict"] in (
             "superior", "equivalent", "non-inferior", "inferior", "inconclusive")
@@ -104,6 +106,32 @@ def test_report_has_the_design_keys(study):
     assert np.isfinite(pool.pixel_mm()).all() and len(pool.pixel_mm()) == len(pool.digests())
 
 
+def test_the_untextured_arm_trains_on_the_companions_the_gates_certified(study):
+    """Each pooled image comes with its untextured sample, named by digest in its signed certificate."""
+    from fedsynth.digests import array_digest
+    from fedsynth.federation.pool import SyntheticPool
+    from fedsynth.privacy import parse_certificate
+
+    pool = SyntheticPool(study["out"] / "pool")
+    images, companions = pool.images(), pool.companions()
+    assert companions.shape == images.shape and len(images) > 0
+    certified = {}
+    for bundle in pool.bundles(verified=True):
+        cert = parse_certificate(bundle["certificate"]["certificate"])
+        assert cert.companions.required
+        for rec in cert.images:
+            if rec.accepted:  # the companion cleared every threshold too
+                assert all(rec.nn_distance_companion[m] >= t for m, t in cert.thresholds().items())
+        certified.update(zip(cert.published, cert.published_companions(), strict=True))
+    assert [certified[array_digest(x)] for x in images] == [array_digest(c) for c in companions]
+    texture = np.abs(images - companions).mean(axis=(1, 2))
+    assert (texture > 1e-4).all()  # the texture is what differs, and only it: the samples are the same
+    corr = np.corrcoef(images.reshape(len(images), -1), companions.reshape(len(images), -1))[: len(images), len(images):]
+    assert (corr.argmax(axis=1) == np.arange(len(images))).all()  # each image is nearest its own companion
+    rep = json.loads((study["out"] / "report.json").read_text())
+    assert rep["training"]["untextured-pool"]["samples"] > 0
+
+
 def _fov(site: str) -> float:
     """The cohort scanner's field-of-view factor of a simulated site (the pixel size follows from it)."""
     from fedsynth.data.cohort import site_scanners
@@ -113,8 +141,8 @@ def _fov(site: str) -> float:
 
 def test_every_method_stops_on_validation_patients_and_states_its_effort(study):
     rep = json.loads((study["out"] / "report.json").read_text())
-    models = ("synthetic-pool", "fedavg", "fedprox", "centralised-real", "phase-scrambled-pool", "local-site-1",
-              "local-site-2", "local-site-3")
+    models = ("synthetic-pool", "fedavg", "fedprox", "centralised-real", "phase-scrambled-pool", "untextured-pool",
+              "local-site-1", "local-site-2", "local-site-3")
     for name in models:
         t = rep["training"][name]
         curve = t["curve"]

@@ -124,13 +124,16 @@ def _store_settings(settings: IngestSettings) -> dict[str, Any]:
 
 
 def _settings_json(
-    modality: str, settings: IngestSettings, train_fraction: float, seed: int, val_fraction: float = 0.0
+    modality: str, settings: IngestSettings, train_fraction: float, seed: int, val_fraction: float = 0.0,
+    fold: int = 0,
 ) -> bytes:
     """What both keys start from: everything besides the volumes that shapes the store."""
     obj = {"modality": modality, "settings": _store_settings(settings),
            "train_fraction": train_fraction, "seed": seed, "v": 2}
     if val_fraction:  # absent when 0, so stores made before validation splits keep their keys
         obj["val_fraction"] = val_fraction
+    if fold:  # likewise: fold 0 is the split every earlier store has
+        obj["fold"] = fold
     return json.dumps(obj, sort_keys=True).encode()
 
 
@@ -213,11 +216,13 @@ def ingest_site(
     settings: IngestSettings | None = None,
     progress: bool = True,
     val_fraction: float = 0.0,
+    fold: int = 0,
 ) -> SliceStore:
     """Ingest every volume of ``site_dir`` into a slice store under ``out``.
 
     ``size`` overrides ``settings.size``. Patients are split into train /
-    validation / test (:func:`~fedsynth.data.split.split_patients`). Returns the cached store when one
+    validation / test (:func:`~fedsynth.data.split.split_patients`; ``fold``: which
+    disjoint re-split). Returns the cached store when one
     with the same key exists. Raises :class:`DataError` (nothing written) on
     any bad input, including a header larger than ``settings.max_voxels`` /
     ``settings.max_bytes`` (checked before its voxels are read). A volume with
@@ -247,7 +252,7 @@ def ingest_site(
     pairs = discover_volumes(site_dir, manifest)
     if not 0.0 <= val_fraction < 1.0 or train_fraction + val_fraction >= 1.0:
         raise DataError(f"train fraction {train_fraction} + validation fraction {val_fraction} must be < 1")
-    settings_json = _settings_json(modality, settings, train_fraction, seed, val_fraction)
+    settings_json = _settings_json(modality, settings, train_fraction, seed, val_fraction, fold)
     stat_key, trusted = _stat_key(site_dir, pairs, settings_json)  # before the content is read
     known = _read_index(out).get(stat_key)
     if known is not None and (store := _open_cached(out / known, "unchanged files")) is not None:
@@ -258,7 +263,7 @@ def ingest_site(
         if trusted:
             _record(out, stat_key, store_path)
         return store
-    assignment = split_patients([pid for _, pid in pairs], train_fraction, seed, val_fraction)
+    assignment = split_patients([pid for _, pid in pairs], train_fraction, seed, val_fraction, fold)
     chunks: list[np.ndarray] = []
     pids: list[str] = []
     files: list[str] = []
@@ -299,6 +304,7 @@ def ingest_site(
         "train_fraction": train_fraction,
         "val_fraction": val_fraction,
         "seed": seed,
+        "fold": fold,
         "key": key,
         "n_volumes": len(pairs),
         # File names only (no paths); patient ids are site-local, like the rest of the store.
@@ -320,4 +326,4 @@ def ingest_configured_site(site: SiteConfig, progress: bool = False) -> SliceSto
     """
     return ingest_site(site.data_dir, site.modality, out=Path(site.workdir) / "slices", size=site.image_size,
                        train_fraction=site.train_fraction, seed=site.seed, manifest=site.manifest,
-                       settings=site.ingest, progress=progress, val_fraction=site.val_fraction)
+                       settings=site.ingest, progress=progress, val_fraction=site.val_fraction, fold=site.fold)

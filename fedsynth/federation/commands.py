@@ -24,9 +24,15 @@ def _simulate(args: argparse.Namespace) -> int:
     print(f"study '{scenario.name}': {scenario.cohort.sites} simulated sites in {args.out} "
           f"(full log: {log_file}{'' if args.verbose else '; -v shows it here'})")
     t0 = time.perf_counter()
-    report = run_simulated_study(scenario, Path(args.out), cpus_per_site=args.cpus_per_site,
-                                 show_progress=True, audit_dir=Path(args.audit_dir) if args.audit_dir else None,
-                                 verbose=args.verbose)
+    run = run_simulated_study
+    if scenario.cohort.splits > 1:
+        from fedsynth.federation.splits import run_split_study
+
+        print(f"  {scenario.cohort.splits} patient splits, each a whole study: {args.out}/split-<k>/")
+        run = run_split_study
+    report = run(scenario, Path(args.out), cpus_per_site=args.cpus_per_site,
+                 show_progress=True, audit_dir=Path(args.audit_dir) if args.audit_dir else None,
+                 verbose=args.verbose)
     print(f"study '{scenario.name}' finished in {time.perf_counter() - t0:.0f} s")
     machine = report.get("machine") or {}
     if machine:

@@ -53,6 +53,24 @@ class CohortSettings(StrictModel):
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="share of patients for validation: early "
                                 "stopping and the memorisation audit's held-out side (never the test patients)")
     seed: int = Field(0, ge=0)
+    splits: int = Field(1, ge=1, le=10, description="re-splits: the whole study (generators included) once per "
+                        "patient split, test patients disjoint across splits, analysed together")
+    fold: int = Field(0, ge=0, description="which split this run is (set by `fedsynth simulate` for each split)")
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> CohortSettings:
+        if self.fold >= self.splits:
+            raise ValueError(f"fold {self.fold} is not one of the {self.splits} split(s)")
+        if self.splits > 1:  # refused now, not after the first split's hour of training
+            from fedsynth.data.split import split_patients
+            from fedsynth.errors import DataError
+
+            try:
+                split_patients([str(i) for i in range(self.patients)], self.train_fraction, 0, self.val_fraction,
+                               fold=self.splits - 1)
+            except DataError as err:
+                raise ValueError(f"splits = {self.splits}: {err}") from None
+        return self
 
 
 class GeneratorSettings(StrictModel):
@@ -122,6 +140,9 @@ class TrainingSettings(StrictModel):
     phase_scrambled_control: bool = Field(
         False, description="also train on the pool with each image's Fourier phase randomised (amplitude kept): "
         "what the pool's noise spectrum alone is worth, without its anatomy")
+    untextured_control: bool = Field(
+        False, description="also train on the pool's images before their noise texture (the gate's companions, "
+        "published too; needs gate.require_companions): what the texture is worth")
     coordinator_threads: int = Field(
         1, ge=0, description="torch threads for training at the coordinator; 0 = torch's default. "
         "1 avoids OpenMP oversubscription when simulated sites share the cores"
@@ -182,6 +203,9 @@ class ScenarioConfig(StrictModel):
     def _min_sites(self) -> ScenarioConfig:
         if self.min_sites > self.cohort.sites:
             raise ValueError(f"min_sites ({self.min_sites}) exceeds cohort.sites ({self.cohort.sites})")
+        if self.training.untextured_control and not self.gate.require_companions:
+            raise ValueError("training.untextured_control needs gate.require_companions = true (the untextured "
+                             "images must clear the gate too)")
         return self
 
 

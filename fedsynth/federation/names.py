@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["DEGRADED_INPUT", "METHOD_LABELS", "Method", "Phase", "canonical_phase", "local_model", "seeded", "split_seeded"]
+__all__ = ["DEGRADED_INPUT", "METHOD_LABELS", "Method", "Phase", "canonical_phase", "central_methods", "compared_methods",
+           "local_model", "seeded", "split_seeded"]
 
 
 class Method(StrEnum):
@@ -29,6 +30,7 @@ class Method(StrEnum):
     LOCAL_ONLY = "local-only"
     CENTRALISED_REAL = "centralised-real"
     PHASE_SCRAMBLED = "phase-scrambled-pool"
+    UNTEXTURED_POOL = "untextured-pool"
 
 
 class Phase(StrEnum):
@@ -50,6 +52,7 @@ class Phase(StrEnum):
     LOCAL_ONLY = Method.LOCAL_ONLY.value
     CENTRALISED_REAL = Method.CENTRALISED_REAL.value
     PHASE_SCRAMBLED = Method.PHASE_SCRAMBLED.value
+    UNTEXTURED_POOL = Method.UNTEXTURED_POOL.value
     EVALUATION = "evaluation"
     REPORT = "report"
 
@@ -67,7 +70,19 @@ METHOD_LABELS: dict[Method, str] = {
     Method.LOCAL_ONLY: "each site alone on its own real data (scored on its own test set)",
     Method.CENTRALISED_REAL: "union of all sites' real training data: upper bound, simulation only, NOT deployable",
     Method.PHASE_SCRAMBLED: "control: the pool with every image's Fourier phase randomised (its spectrum, no anatomy)",
+    Method.UNTEXTURED_POOL: "control: the pool's images before their noise texture (the same samples, certified too)",
 }
+
+
+def compared_methods(second: str) -> tuple[Method, ...]:
+    """What synthetic-pool is compared with, in report order (``second``: the scenario's second strategy)."""
+    return (Method.FEDAVG, Method(second), Method.CENTRALISED_REAL, Method.LOCAL_ONLY, Method.PHASE_SCRAMBLED,
+            Method.UNTEXTURED_POOL)
+
+
+def central_methods(second: str) -> tuple[Method, ...]:
+    """The methods that train one network for every site (so one model per repeat), in report order."""
+    return (Method.SYNTHETIC_POOL, *(m for m in compared_methods(second) if m != Method.LOCAL_ONLY))
 
 
 def local_model(site_id: str) -> str:

@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS images (
     digest TEXT PRIMARY KEY,
     site TEXT NOT NULL,
     bundle_id TEXT NOT NULL REFERENCES bundles(id),
-    added REAL NOT NULL
+    added REAL NOT NULL,
+    companion TEXT
 );
 CREATE INDEX IF NOT EXISTS images_site ON images(site);
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -128,6 +129,8 @@ class SyntheticPool:
         self._verify = verifier
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            if "companion" not in {r[1] for r in db.execute("PRAGMA table_info(images)")}:
+                db.execute("ALTER TABLE images ADD COLUMN companion TEXT")  # a pool made before companions
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=30.0)
@@ -143,8 +146,14 @@ class SyntheticPool:
         public_key: Any,
         expected: Any = None,
         conforms: Callable[[Any], None] | None = None,
+        companions: np.ndarray | None = None,
     ) -> BundleRecord:
         """Verify a site's bundle and add its images; raise :class:`GateError` if it fails.
+
+        ``companions``: per image, its companion (the same sample untextured),
+        each of which must be the one the certificate names for that image
+        (certified by the same gate); stored beside the image for
+        :meth:`companions`.
 
         ``expected`` (:class:`fedsynth.privacy.Expected`): the certificate must
         be bound to this site, study and request nonce (a replay from another
@@ -169,6 +178,7 @@ class SyntheticPool:
             cert = verify(signed_certificate, public_key=public_key, images=stack, expected=expected)
             if conforms is not None:
                 conforms(cert)
+            comp_digests = _check_companions(site, cert, stack, companions)
         except GateError as err:
             self._record_bundle(bundle_id, site, cert_json, signed_certificate, False, str(err), len(stack))
             log.warning("pool: REJECTED bundle %s from %s: %s", bundle_id[:12], site, err)
@@ -188,13 +198,10 @@ class SyntheticPool:
         # Objects first (atomic files), manifest rows second in one transaction:
         # a crash in between leaves only unreferenced files, never dangling rows.
         for digest, img in zip(digests, stack, strict=True):
-            if digest in known:
-                continue
-            path = self.objects / f"{digest}.npy"
-            if not path.exists():
-                buf = io.BytesIO()
-                np.save(buf, img, allow_pickle=False)
-                write_bytes_atomic(path, buf.getvalue())
+            if digest not in known:
+                self._store(digest, img)
+        for digest, img in zip(comp_digests or [], companions if comp_digests else [], strict=True):
+            self._store(digest, img)
         with self._connect() as db:
             db.execute(
                 "INSERT OR IGNORE INTO bundles VALUES (?,?,?,?,?,?,?,?)",
@@ -203,15 +210,25 @@ class SyntheticPool:
             db.execute(
                 "UPDATE bundles SET verified = 1, reason = NULL WHERE id = ?", (bundle_id,)
             )
-            for digest in digests:
+            for i, digest in enumerate(digests):
+                comp = comp_digests[i] if comp_digests else None
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO images VALUES (?,?,?,?)", (digest, site, bundle_id, now)
+                    "INSERT OR IGNORE INTO images VALUES (?,?,?,?,?)", (digest, site, bundle_id, now, comp)
                 )
                 new += cur.rowcount
+                if comp is not None and not cur.rowcount:
+                    db.execute("UPDATE images SET companion = ? WHERE digest = ? AND companion IS NULL", (comp, digest))
         log.info(
             "pool: accepted bundle %s from %s: %d images (%d new)", bundle_id[:12], site, len(stack), new
         )
         return BundleRecord(bundle_id, site, True, len(stack), new)
+
+    def _store(self, digest: str, img: np.ndarray) -> None:
+        path = self.objects / f"{digest}.npy"
+        if not path.exists():
+            buf = io.BytesIO()
+            np.save(buf, img, allow_pickle=False)
+            write_bytes_atomic(path, buf.getvalue())
 
     def _record_bundle(
         self, bundle_id: str, site: str, cert_json: str, signed: Any, ok: bool, reason: str, n: int
@@ -252,6 +269,20 @@ class SyntheticPool:
             return np.stack([self._load(d) for d in digests])
         except ValueError as err:  # shapes differ: check() quarantines the odd ones out
             raise GateError(f"pool: {err}; run SyntheticPool.check() (the study does on every run)") from None
+
+    def companions(self, site: str | None = None) -> np.ndarray:
+        """Each pooled image's certified companion (its untextured sample), in :meth:`digests` order.
+
+        GateError in one line if an image came without one (its site was not
+        asked for companions): the untextured arm needs every image's.
+        """
+        comps = self._pooled("i.companion", site)
+        if not comps:
+            return np.zeros((0, 0, 0), dtype=np.float32)
+        if any(c is None for c in comps):
+            raise GateError(f"pool: {sum(c is None for c in comps)} of {len(comps)} images have no certified "
+                            "companion (published without companions); re-run the publish phase")
+        return np.stack([self._load(c) for c in comps])
 
     def pixel_mm(self, site: str | None = None) -> np.ndarray:
         """Pixel edge (mm) of each pooled image, in :meth:`digests` order, from its bundle's signed certificate.
@@ -301,7 +332,7 @@ class SyntheticPool:
                     raise sqlite3.DatabaseError(str(status).splitlines()[0])
                 bundles = {r[0]: (r[1], r[2]) for r in db.execute(
                     "SELECT id, site, certificate FROM bundles WHERE verified = 1")}
-                rows = db.execute("SELECT digest, site, bundle_id FROM images ORDER BY rowid").fetchall()
+                rows = db.execute("SELECT digest, site, bundle_id, companion FROM images ORDER BY rowid").fetchall()
         except sqlite3.DatabaseError as err:
             raise GateError(f"pool manifest {self.db_path.name} is corrupt ({err}); nothing is trained on it") from None
         certified: dict[str, Any] = {}
@@ -321,7 +352,7 @@ class SyntheticPool:
             except (GateError, ValueError) as err:
                 bad_bundles[bid] = str(err)
         out: list[Quarantined] = []
-        for digest, site, bid in rows:
+        for digest, site, bid, comp in rows:
             reason = bad_bundles.get(bid)
             cert = certified.get(bid)
             if reason is None and cert is None:
@@ -332,8 +363,13 @@ class SyntheticPool:
                 reason = "not among the bundle's certified images"
             if reason is None:
                 reason = self._object_problem(digest, cert)
+            if reason is None and comp is not None:
+                certified_comp = dict(zip(cert.published, cert.published_companions(), strict=True)).get(digest)
+                reason = ("companion is not the one certified for this image" if comp != certified_comp
+                          else self._object_problem(comp, cert))
+                reason = None if reason is None else f"companion: {reason}"
             if reason is not None:
-                out.append(self._quarantine(digest, site, bid, reason))
+                out.append(self._quarantine(digest, site, bid, reason, comp))
         for bid, why in bad_bundles.items():
             with self._connect() as db:
                 db.execute("UPDATE bundles SET verified = 0, reason = ? WHERE id = ?", (f"quarantined: {why}", bid))
@@ -353,12 +389,14 @@ class SyntheticPool:
             return "object does not hash to its certified digest (altered on disk)"
         return None
 
-    def _quarantine(self, digest: str, site: str, bundle_id: str | None, reason: str) -> Quarantined:
-        src = self.objects / f"{digest}.npy"
-        dest = self.root / "quarantine" / f"{digest}.npy"
-        if src.exists():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dest)
+    def _quarantine(self, digest: str, site: str, bundle_id: str | None, reason: str,
+                    companion: str | None = None) -> Quarantined:
+        for d in (digest, companion):
+            src = self.objects / f"{d}.npy"
+            if d is not None and src.exists():
+                dest = self.root / "quarantine" / f"{d}.npy"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dest)
         with self._connect() as db:
             db.execute("DELETE FROM images WHERE digest = ?", (digest,))
             db.execute("INSERT INTO quarantine VALUES (?,?,?,?,?)", (digest, site, bundle_id, reason, time.time()))
@@ -404,6 +442,19 @@ class SyntheticPool:
             rec["verified"] = bool(rec["verified"])
             out.append(rec)
         return out
+
+
+def _check_companions(site: str, cert: Any, stack: np.ndarray, companions: np.ndarray | None) -> list[str] | None:
+    """The companions' digests if each is the one ``cert`` certifies for its image (in order); GateError otherwise."""
+    if companions is None:
+        return None
+    comps = np.ascontiguousarray(np.asarray(companions, dtype=np.float32))
+    if comps.shape != stack.shape or not np.isfinite(comps).all():
+        raise GateError(f"bundle from {site}: companions of shape {comps.shape} for images {stack.shape}, or not finite")
+    digests = [array_digest(c) for c in comps]
+    if digests != cert.published_companions():
+        raise GateError(f"bundle from {site}: the companions are not the ones its certificate certifies")
+    return digests
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

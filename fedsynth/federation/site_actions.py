@@ -85,8 +85,13 @@ def _bundle_paths(s: SiteSession) -> tuple[Path, Path]:
     return d / "images.npy", d / "certificate.json"
 
 
-def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any, dict[str, Any]]:
-    """Synthesize through the privacy gate until the quota; sign; cache. Returns (images, signed, stats).
+def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, np.ndarray | None, Any, dict[str, Any]]:
+    """Synthesize through the privacy gate until the quota; sign; cache. Returns (images, companions, signed, stats).
+
+    ``companions`` (asked for with ``req.companions``) are the published
+    images' untextured samples: certified by the same gate (it must require
+    companions, else the request is refused) and named in the signed
+    certificate by digest; None when not asked for.
 
     The gate runs the stricter of the site's privacy policy and the request
     (a request that asks for less is refused); the certificate is signed
@@ -101,6 +106,10 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
 
     policy = s.runtime.policy
     cfg = policy.apply(req.gate, req.quota, req.max_attempts)  # PolicyRefusal before anything is generated
+    if req.companions and not cfg.require_companions:
+        from fedsynth.privacy import PolicyRefusal
+
+        raise PolicyRefusal("companions are published only by a gate that requires (and so certifies) them")
     _reserve(s, req)  # the policy's per-study limits hold across requests too
     s.use_threads()
     img_path, cert_path = _bundle_paths(s)
@@ -108,12 +117,15 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
     steps = req.sample_steps or None
     request = {"gate": cfg.model_dump(mode="json"), "quota": req.quota, "max_attempts": req.max_attempts,
                "seed": req.seed, "sample_steps": steps, "generator": str(gen.checkpoint_hash),
-               "study_id": req.study_id, "nonce": req.nonce, "policy": policy.digest(), "two_sample": req.two_sample}
+               "study_id": req.study_id, "nonce": req.nonce, "policy": policy.digest(), "two_sample": req.two_sample,
+               "companions": req.companions}
+    comp_path = img_path.with_name("companions.npy")
     if img_path.exists() and cert_path.exists():
         cached = json.loads(cert_path.read_text(encoding="utf-8"))
         if cached.get("request") == request:
             log.info("site %s: re-sending the cached published bundle", s.site_id)
-            return np.load(img_path), SignedCertificate.model_validate(cached["signed"]), cached["stats"]
+            comps = np.load(comp_path) if req.companions else None
+            return np.load(img_path), comps, SignedCertificate.model_validate(cached["signed"]), cached["stats"]
     store = s.store()
     learned = "learned_copy" in cfg.metrics
     train = store.train_images()
@@ -147,12 +159,19 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, Any
     stats = {"n-accepted": int(len(accepted)), "quota-met": bool(res.quota_met),
              "acceptance-rate": float(res.acceptance_rate),
              "n-rejected": int(res.n_candidates - len(accepted))}
+    companions = None
+    if req.companions:
+        if res.companions is None or len(res.companions) != len(accepted):
+            raise GateError(f"site {s.site_id}: the gate certified no companion for some published image")
+        companions = np.ascontiguousarray(res.companions, dtype=np.float32)
     with atomic_dir(img_path.parent) as tmp:
         np.save(tmp / img_path.name, accepted, allow_pickle=False)
+        if companions is not None:
+            np.save(tmp / comp_path.name, companions, allow_pickle=False)
         (tmp / cert_path.name).write_text(
             json.dumps({"request": request, "signed": signed.model_dump(mode="json"), "stats": stats}),
             encoding="utf-8")
-    return accepted, signed, stats
+    return accepted, companions, signed, stats
 
 
 def _copy_detector(s: SiteSession, store: Any, train: np.ndarray) -> Any:
@@ -208,14 +227,15 @@ def _reserve(s: SiteSession, req: P.PublishRequest) -> None:
     ledger: dict[str, dict[str, dict[str, int]]] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     study = ledger.setdefault(req.study_id, {})
     others = [v for k, v in study.items() if k != req.nonce]
-    images = sum(v["images"] for v in others) + req.quota
+    asked = req.quota * (2 if req.companions else 1)  # a companion is an image that leaves too
+    images = sum(v["images"] for v in others) + asked
     candidates = sum(v["candidates"] for v in others) + req.max_attempts
     policy = s.runtime.policy
     if images > policy.max_images or candidates > policy.max_candidates:
         raise PolicyRefusal(f"refused by the site's privacy policy: this study would receive {images} images "
                             f"(at most {policy.max_images}) from {candidates} candidates (at most "
                             f"{policy.max_candidates}) over {len(others) + 1} requests")
-    study[req.nonce] = {"images": req.quota, "candidates": req.max_attempts}
+    study[req.nonce] = {"images": asked, "candidates": req.max_attempts}
     write_json_atomic(path, ledger)
 
 
@@ -226,7 +246,7 @@ def publish(s: SiteSession, req: P.PublishRequest) -> P.PublishChunk:
     site, so later chunks (and a restarted coordinator) read the same bundle.
     The signed certificate travels with the chunk at offset 0 only.
     """
-    images, signed, stats = _make_bundle(s, req)
+    images, companions, signed, stats = _make_bundle(s, req)
     chunk = req.chunk_images or len(images)
     if not 0 <= req.offset < max(len(images), 1):
         raise P.ProtocolError(f"publish offset {req.offset} outside a bundle of {len(images)}")
@@ -234,7 +254,8 @@ def publish(s: SiteSession, req: P.PublishRequest) -> P.PublishChunk:
         site_id=s.site_id, offset=req.offset, n_total=len(images), quota_met=bool(stats["quota-met"]),
         n_accepted=int(stats["n-accepted"]), n_rejected=int(stats.get("n-rejected", 0)),
         acceptance_rate=float(stats["acceptance-rate"]), images=images[req.offset : req.offset + chunk],
-        signed=signed if req.offset == 0 else None)
+        signed=signed if req.offset == 0 else None,
+        companions=None if companions is None else companions[req.offset : req.offset + chunk])
 
 
 def _model(task: Any, weights: ArrayRecord) -> Any:

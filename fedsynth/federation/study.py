@@ -40,6 +40,7 @@ from fedsynth.federation.phases.central import (
     centralised_real,
     phase_scrambled_pool,
     synthetic_pool,
+    untextured_pool,
 )
 from fedsynth.federation.phases.evaluation import evaluate
 from fedsynth.federation.phases.generators import train_generators
@@ -89,6 +90,8 @@ class Study:
         ]
         if t.phase_scrambled_control:
             steps.append((Phase.PHASE_SCRAMBLED, lambda: phase_scrambled_pool(r)))
+        if t.untextured_control:
+            steps.append((Phase.UNTEXTURED_POOL, lambda: untextured_pool(r)))
         if t.local_only:
             steps.append((Phase.LOCAL_ONLY, lambda: local_only(r)))
         if t.centralised:

@@ -230,6 +230,7 @@ def simulated_site(out: Path, scenario: ScenarioConfig, index: int) -> SiteConfi
         train_fraction=c.train_fraction,
         val_fraction=c.val_fraction,
         seed=c.seed,
+        fold=c.fold,
     )
 
 

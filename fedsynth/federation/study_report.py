@@ -15,7 +15,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fedsynth.federation.names import DEGRADED_INPUT, METHOD_LABELS, Method, local_model, seeded
+from fedsynth.federation.names import (
+    DEGRADED_INPUT,
+    METHOD_LABELS,
+    Method,
+    central_methods,
+    compared_methods,
+    local_model,
+    seeded,
+)
 from fedsynth.federation.pool import SyntheticPool
 from fedsynth.federation.study_dir import StudyLayout, StudySpec
 from fedsynth.federation.study_state import StudyState
@@ -154,8 +162,7 @@ def _patient_comparisons(spec: StudySpec, state: StudyState, per_method: dict[st
     if pool is None or not state.test_patients:
         return []
     rows = []
-    for other in (Method.FEDAVG, Method(sc.training.second_strategy), Method.CENTRALISED_REAL, Method.LOCAL_ONLY,
-                  Method.PHASE_SCRAMBLED):
+    for other in compared_methods(sc.training.second_strategy):
         if other.value not in per_method:
             continue
         for metric, margin in sc.margins.items():
@@ -189,7 +196,7 @@ def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: 
     repeats = range(sc.training.seeds)
     alive = sites or sorted({sid for name, per in evals.items() for sid in per if name != DEGRADED_INPUT})
     second = sc.training.second_strategy
-    central = (Method.SYNTHETIC_POOL, Method.FEDAVG, Method(second), Method.CENTRALISED_REAL, Method.PHASE_SCRAMBLED)
+    central = central_methods(second)
     runs: dict[str, list[dict[str, dict[str, list[float]]]]] = {}
     for m in central:
         found = [evals[seeded(m.value, k)] for k in repeats if seeded(m.value, k) in evals]
@@ -215,8 +222,7 @@ def build_report(spec: StudySpec, state: StudyState, sites: list[str], missing: 
         {local_model(sid): evals[local_model(sid)] for sid in alive if local_model(sid) in evals}, seed=seed).items()}
     comparisons: list[dict[str, Any]] = []
     if Method.SYNTHETIC_POOL in per_method:
-        for other in (Method.FEDAVG, Method(second), Method.CENTRALISED_REAL, Method.LOCAL_ONLY,
-                      Method.PHASE_SCRAMBLED):
+        for other in compared_methods(second):
             if other in per_method:
                 pair = {Method.SYNTHETIC_POOL.value: per_method[Method.SYNTHETIC_POOL],
                         other.value: per_method[other]}

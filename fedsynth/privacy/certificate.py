@@ -95,6 +95,7 @@ class CandidateRecord(_Part):
     nn_distance: dict[str, float]
     nn_distance_companion: dict[str, float] | None = None
     digest: str | None = None
+    companion_digest: str | None = None  # accepted with a companion: the companion's digest (it may be published)
 
 
 class Binding(_Part):
@@ -165,6 +166,10 @@ class Certificate(_Part):
         except KeyError as err:
             raise GateError(f"malformed certificate: candidate {candidate.index} has no {err} distance") from None
 
+    def published_companions(self) -> list[str | None]:
+        """Per published image, the digest of its certified companion (None where the gate saw none)."""
+        return [c.companion_digest for c in self.images if c.accepted]
+
     def check_consistency(self) -> None:
         """Every published image was accepted, and every decision follows from the distances; else GateError."""
         accepted = [c for c in self.images if c.accepted]
@@ -175,6 +180,8 @@ class Certificate(_Part):
                 raise GateError("the certificate requires companions but a candidate has no companion distance")
             if c.accepted != self.accepts(c):
                 raise GateError("a candidate's accepted flag contradicts its distances and the thresholds")
+            if c.companion_digest is not None and (not c.accepted or c.nn_distance_companion is None):
+                raise GateError("a companion digest is certified for a candidate that was not accepted with it")
         if self.summary.n_published != len(self.published):
             raise GateError("summary count does not match the published images")
 

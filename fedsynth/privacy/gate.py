@@ -65,6 +65,8 @@ class GateResult:
     quota_met: bool
     acceptance_rate: float
     n_candidates: int
+    #: the accepted candidates' companions (their untextured samples), in the same order; None without companions
+    companions: np.ndarray | None = None
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -258,6 +260,7 @@ class PrivacyGate:
     def _run(self, source: Callable[[int], Any], quota: int, max_attempts: int,
              generator_hash: str | None, show_progress: bool) -> GateResult:
         kept: list[np.ndarray] = []
+        kept_companions: list[np.ndarray] = []
         records: list[dict[str, Any]] = []
         audit: list[dict[str, Any]] = []
         drawn = 0
@@ -283,6 +286,9 @@ class PrivacyGate:
                 if ok:
                     rec["digest"] = array_digest(cands[i])
                     kept.append(cands[i])
+                    if comps is not None:  # certified with it, so it can be published as the untextured arm
+                        rec["companion_digest"] = array_digest(comps[i])
+                        kept_companions.append(comps[i])
                     bar.update(1)
                 records.append(rec)
                 audit.append({"index": drawn - 1, "accepted": ok, **self._audit_entry(res, i)})
@@ -298,8 +304,9 @@ class PrivacyGate:
             log.warning("gate: quota not met: %d of %d accepted after %d candidates (acceptance %.1f%%)",
                         len(kept), quota, drawn, 100 * rate)
         cert = self._certificate(records, quota, quota_met, rate, generator_hash)
+        companions = np.stack(kept_companions) if kept_companions and len(kept_companions) == len(kept) else None
         return GateResult(accepted, cert, {"candidates": audit, "reference_fingerprint": self.index.fingerprint},
-                          quota_met, rate, drawn)
+                          quota_met, rate, drawn, companions)
 
     def _certificate(self, records: list[dict[str, Any]], quota: int, quota_met: bool, rate: float,
                      generator_hash: str | None) -> Certificate:

@@ -18,7 +18,7 @@ from fedsynth.federation.names import Method, seeded
 from fedsynth.federation.phases import StudyRun
 from fedsynth.federation.study_dir import simulated_site
 
-__all__ = ["centralised_real", "phase_scrambled_pool", "synthetic_pool", "train_central"]
+__all__ = ["centralised_real", "phase_scrambled_pool", "synthetic_pool", "train_central", "untextured_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,18 @@ def phase_scrambled_pool(run: StudyRun) -> None:
 
     train_central(run, Method.PHASE_SCRAMBLED, phase_scramble(run.pool.images(), run.spec.scenario.seed),
                   _pool_pixel_mm(run))
+
+
+def untextured_pool(run: StudyRun) -> None:
+    """The texture control: the same samples before the site added its noise texture.
+
+    Each is the companion the site's gate certified with its textured image
+    (so it is as far from every training slice as the gate demands) and
+    named by digest in the signed certificate. Against synthetic-pool it
+    says what the texture is worth; against phase-scrambled-pool, what the
+    anatomy is.
+    """
+    train_central(run, Method.UNTEXTURED_POOL, run.pool.companions(), _pool_pixel_mm(run))
 
 
 def centralised_real(run: StudyRun) -> None:

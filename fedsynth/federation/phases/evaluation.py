@@ -14,7 +14,7 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord
 
 from fedsynth.federation import protocol as P
-from fedsynth.federation.names import DEGRADED_INPUT, Method, Phase, local_model, seeded
+from fedsynth.federation.names import DEGRADED_INPUT, Phase, central_methods, local_model, seeded
 from fedsynth.federation.phases import StudyRun
 
 __all__ = ["EVALUATION_SEED_OFFSET", "evaluate", "model_names"]
@@ -30,8 +30,7 @@ Evaluations = dict[str, dict[str, dict[str, list[float]]]]
 def model_names(run: StudyRun) -> list[str]:
     """The trained models to evaluate (every repeat), in report order."""
     second = run.spec.scenario.training.second_strategy
-    base = [Method.SYNTHETIC_POOL.value, Method.FEDAVG.value, str(second), Method.CENTRALISED_REAL.value,
-            Method.PHASE_SCRAMBLED.value]
+    base = [m.value for m in central_methods(second)]
     base += [local_model(s.site_id) for s in run.roster.alive()]
     names = [seeded(n, k) for n in base for k in run.repeats]
     return [n for n in names if run.models.has(n)]

@@ -46,7 +46,8 @@ def publish(
     pub = sc.publish
     request = P.PublishRequest(gate=sc.gate, quota=pub.quota, max_attempts=pub.candidate_limit(), seed=sc.seed,
                                study_id=study_id, nonce=nonce, sample_steps=int(sc.generator.sample_steps or 0),
-                               chunk_images=pub.chunk_images, two_sample=pub.two_sample)
+                               chunk_images=pub.chunk_images, two_sample=pub.two_sample,
+                               companions=sc.training.untextured_control)
     alive = run.roster.alive()
     todo = [s for s in alive if not run.pool.bundles(site=s.site_id, verified=True)]
     for s in alive:
@@ -63,9 +64,9 @@ def publish(
                     heads[s.site_id] = (s, P.PublishChunk.from_content(first[s.site_id].content))
                 except P.ProtocolError as err:
                     _refuse(s.site_id, f"malformed publish reply: {err}", rejected)
-        for site_id, images in _fetch_bundles(run, heads, request, rejected).items():
+        for site_id, (images, companions) in _fetch_bundles(run, heads, request, rejected).items():
             s, head = heads[site_id]
-            _pool_bundle(run, s, head, images, request, rejected, generators.get(site_id))
+            _pool_bundle(run, s, head, images, companions, request, rejected, generators.get(site_id))
     rows = {s.site_id: privacy_row(run, s.site_id, rejected) for s in run.roster.alive()}
     if run.pool.count() == 0:
         raise StudyError("no site published an accepted bundle; the pool is empty ("
@@ -96,6 +97,8 @@ def answers_request(cert: Any, request: P.PublishRequest, site: Site, generator_
         short.append("thresholds do not cover exactly the certified metrics")
     if cert.reference.image_shape != [site.info.image_size] * 2:
         short.append(f"image shape {cert.reference.image_shape} is not the site's {site.info.image_size}px")
+    if request.companions and not cert.companions.required:
+        short.append("companions were asked for but the gate did not require them")
     if generator_hash is not None and cert.generator_hash != generator_hash:
         short.append("the generator is not the one the site reported")
     if short:
@@ -109,19 +112,30 @@ def _refuse(site_id: str, reason: str, rejected: dict[str, str]) -> None:
 
 def _fetch_bundles(run: StudyRun, heads: dict[str, tuple[Site, P.PublishChunk]], request: P.PublishRequest,
                    rejected: dict[str, str]) -> dict[str, Any]:
-    """Every site's whole bundle (site id -> images), chunk k of all sites asked in one round.
+    """Every site's whole bundle (site id -> (images, companions or None)), chunk k of all sites asked in one round.
 
     A site dropped on the way (error, timeout) is left out, one whose chunks
-    do not fit its bundle is rejected; the others go on.
+    do not fit its bundle is rejected; the others go on. With
+    ``request.companions`` every chunk must carry its companions too.
     """
     asm: dict[str, P.BundleAssembler] = {}
+    comp: dict[str, P.BundleAssembler] = {}
     plan: dict[str, list[int]] = {}
+
+    def add(site_id: str, chunk: P.PublishChunk) -> None:
+        asm[site_id].add(chunk.offset, chunk.images)
+        if request.companions:
+            if chunk.companions is None or len(chunk.companions) != len(chunk.images):
+                raise P.ProtocolError("a chunk without the companions of its images")
+            comp[site_id].add(chunk.offset, chunk.companions)
+
     for site_id, (_, head) in heads.items():
         try:
             if head.n_total > request.quota:  # never size anything by a count the quota does not allow
                 raise P.ProtocolError(f"the site announces {head.n_total} images, more than the quota {request.quota}")
             asm[site_id] = P.BundleAssembler(head.n_total)
-            asm[site_id].add(0, head.images)
+            comp[site_id] = P.BundleAssembler(head.n_total)
+            add(site_id, head)
             plan[site_id] = [start for start, _ in P.chunk_ranges(head.n_total, request.chunk_images)[1:]]
         except P.ProtocolError as err:
             asm.pop(site_id, None)
@@ -140,8 +154,7 @@ def _fetch_bundles(run: StudyRun, heads: dict[str, tuple[Site, P.PublishChunk]],
                 del asm[s.site_id]
                 continue
             try:
-                chunk = P.PublishChunk.from_content(rep[s.site_id].content)
-                asm[s.site_id].add(chunk.offset, chunk.images)
+                add(s.site_id, P.PublishChunk.from_content(rep[s.site_id].content))
             except P.ProtocolError as err:
                 del asm[s.site_id]
                 _refuse(s.site_id, f"malformed publish reply: {err}", rejected)
@@ -149,14 +162,14 @@ def _fetch_bundles(run: StudyRun, heads: dict[str, tuple[Site, P.PublishChunk]],
     out = {}
     for site_id, a in asm.items():
         try:
-            out[site_id] = a.images()
+            out[site_id] = (a.images(), comp[site_id].images() if request.companions else None)
         except P.ProtocolError as err:
             _refuse(site_id, f"incomplete bundle: {err}", rejected)
     return out
 
 
-def _pool_bundle(run: StudyRun, site: Site, head: P.PublishChunk, images: Any, request: P.PublishRequest,
-                 rejected: dict[str, str], generator_hash: str | None) -> None:
+def _pool_bundle(run: StudyRun, site: Site, head: P.PublishChunk, images: Any, companions: Any,
+                 request: P.PublishRequest, rejected: dict[str, str], generator_hash: str | None) -> None:
     """Verify ``site``'s reassembled bundle against its registered key and the request, then pool it."""
     key_path = registered_key(run.spec.site_keys, site.site_id)
     try:
@@ -168,7 +181,8 @@ def _pool_bundle(run: StudyRun, site: Site, head: P.PublishChunk, images: Any, r
                             policy_digest=registered_policy(run.spec.site_keys, site.site_id))
         signed = head.signed.model_dump(mode="json") if head.signed is not None else {}
         rec = run.pool.add_bundle(site.site_id, images, signed, load_public_key(key_path), expected=expected,
-                                  conforms=lambda cert: answers_request(cert, request, site, generator_hash))
+                                  conforms=lambda cert: answers_request(cert, request, site, generator_hash),
+                                  companions=companions)
         log.info("site %s: %d images verified and pooled (%d new)", site.site_id, rec.n_images, rec.n_new)
     except GateError as err:
         _refuse(site.site_id, str(err), rejected)

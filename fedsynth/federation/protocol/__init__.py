@@ -40,6 +40,7 @@ from fedsynth.federation.protocol.keys import (  # noqa: F401
     ACTION_PUBLISH,
     ACTION_TRAIN_GENERATOR,
     CERT_KEY,
+    COMPANIONS_KEY,
     CONFIG_KEY,
     IMAGES_KEY,
     METRICS_KEY,

@@ -13,6 +13,7 @@ __all__ = [
     "CERT_KEY",
     "CONFIG_KEY",
     "IMAGES_KEY",
+    "COMPANIONS_KEY",
     "METRICS_KEY",
     "MSG_EVALUATE",
     "MSG_PING",
@@ -45,6 +46,7 @@ CONFIG_KEY = "config"  # ConfigRecord: small scalars and short JSON strings
 WEIGHTS_KEY = "arrays"  # ArrayRecord: a torch state dict
 METRICS_KEY = "metrics"  # MetricRecord: numbers (per-image metric lists allowed)
 IMAGES_KEY = "images"  # ArrayRecord {"images": (n, H, W) float32}
+COMPANIONS_KEY = "companions"  # ArrayRecord {"images": (n, H, W)}: the published images' certified companions
 CERT_KEY = "certificate"  # ArrayRecord {"blob": uint8 JSON of the signed certificate}
 SITE_KEY = "site"  # ConfigRecord: public facts about a site (id, modality, counts)
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fedsynth.config import format_validation_error
 from fedsynth.federation.protocol.keys import (
     CERT_KEY,
+    COMPANIONS_KEY,
     CONFIG_KEY,
     IMAGES_KEY,
     METRICS_KEY,
@@ -201,13 +202,16 @@ class PublishRequest(BaseModel):
     chunk_images: int = Field(0, ge=0)  # 0: the whole bundle in one reply
     offset: int = Field(0, ge=0)
     two_sample: bool = False  # also run the classifier two-sample test on the bundle (numbers into the certificate)
+    # also send each published image's companion (its untextured sample, certified by the same gate, which must
+    # then require companions): the study's untextured-pool arm
+    companions: bool = False
 
     def to_content(self) -> RecordDict:
         return RecordDict({CONFIG_KEY: ConfigRecord({
             "gate": config_json(self.gate), "quota": self.quota, "max-attempts": self.max_attempts,
             "study-id": self.study_id, "nonce": self.nonce, "seed": self.seed,
             "sample-steps": self.sample_steps, "chunk-images": self.chunk_images, "offset": self.offset,
-            "two-sample": self.two_sample})})
+            "two-sample": self.two_sample, "companions": self.companions})})
 
     @classmethod
     def from_content(cls, content: RecordDict) -> PublishRequest:
@@ -227,6 +231,7 @@ class PublishChunk:
     acceptance_rate: float
     images: np.ndarray
     signed: SignedCertificate | None = None
+    companions: np.ndarray | None = None  # the same range of the certified companions, when they were asked for
 
     def to_content(self) -> RecordDict:
         content = RecordDict({
@@ -238,6 +243,8 @@ class PublishChunk:
         })
         if self.signed is not None:
             content[CERT_KEY] = blob_to_record(self.signed.to_json())
+        if self.companions is not None:
+            content[COMPANIONS_KEY] = images_to_record(self.companions)
         return content
 
     @classmethod
@@ -256,7 +263,9 @@ class PublishChunk:
                        quota_met=bool(head.get("quota-met", False)),
                        n_accepted=int(metrics.get("n-accepted", 0)), n_rejected=int(metrics.get("n-rejected", 0)),
                        acceptance_rate=float(metrics.get("acceptance-rate", 0.0)),
-                       images=record_to_images(_record(content, IMAGES_KEY)), signed=signed)
+                       images=record_to_images(_record(content, IMAGES_KEY)), signed=signed,
+                       companions=(record_to_images(_record(content, COMPANIONS_KEY))
+                                   if COMPANIONS_KEY in content else None))
         except (KeyError, TypeError, ValueError) as err:
             raise ProtocolError(f"malformed publish reply ({type(err).__name__}: {err})") from None
 
