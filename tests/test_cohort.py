@@ -134,3 +134,30 @@ def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(KeyboardInterrupt):
         make_cohort("ct", sites=2, patients=2, slices=4, size=32, out=tmp_path / "c", progress_bar=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pet_cohort_is_ingestible_and_its_sites_differ_in_counts(tmp_path: Path) -> None:
+    assert main(["data", "make-cohort", "--modality", "pet", "--sites", "3", "--patients", "2", "--slices", "8",
+                 "--size", "32", "--out", str(tmp_path / "pet")]) == 0
+    img = nib.load(next((tmp_path / "pet" / "site-1").glob("*.nii.gz")))
+    suv = np.asarray(img.dataobj, dtype=np.float64)  # stored as integers with a slope giving SUV
+    assert suv.min() >= 0 and 1.5 < np.percentile(suv[suv > 0.5], 90) < 12
+    store = ingest_site(tmp_path / "pet" / "site-2", modality="pet", out=tmp_path / "cache", size=32, progress=False)
+    assert store.images.shape[1:] == (32, 32) and 0.0 <= store.images.min() and store.images.max() <= 1.0
+    counts = [s.counts for s in cohort.site_scanners("pet", 3, 0)]
+    assert counts[1] < counts[2] < counts[0]  # the three documented sites' protocols
+
+
+def test_pet_noise_falls_as_one_over_root_counts_and_follows_the_activity() -> None:
+    from fedsynth.data.cohort.scanner import pet_noise
+
+    yy, xx = np.mgrid[:64, :64]
+    disc = ((yy - 31.5) ** 2 + (xx - 31.5) ** 2 < 24**2).astype(np.float64)
+    disc += 2.0 * ((yy - 31.5) ** 2 + (xx - 20) ** 2 < 6**2)  # a hot organ
+    stack = np.repeat(disc[None], 24, axis=0)
+    inner = ((yy - 31.5) ** 2 + (xx - 40) ** 2 < 8**2)
+    sd = {c: float(pet_noise(stack, c, np.random.default_rng(0))[:, inner].std()) for c in (1e5, 4e5)}
+    assert sd[1e5] / sd[4e5] == pytest.approx(2.0, rel=0.1)  # Poisson: 4x the counts, half the noise
+    noise = pet_noise(stack, 1e5, np.random.default_rng(1))
+    outside = ((yy - 31.5) ** 2 + (xx - 31.5) ** 2 > 30**2)
+    assert noise[:, outside].std() < 0.05 * noise[:, inner].std()  # no streaks leave the body (OSEM-like)

@@ -77,3 +77,11 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             if action.__class__.__name__ == "_SubParsersAction":
                 for leaf in action.choices.values():
                     assert "usage:" in leaf.format_help()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "simulations").glob("*.toml")))
+def test_every_bundled_scenario_loads(name):
+    from fedsynth.federation.config import load_scenario
+
+    sc = load_scenario(name)
+    assert sc.name == name

@@ -132,3 +132,20 @@ def test_each_image_is_scanned_at_its_own_pixel_size() -> None:
     assert np.std(mixed[2:] - imgs[2:]) > 2 * np.std(mixed[:2] - imgs[:2])
     with pytest.raises(ValueError, match="positive"):
         low_dose_ct(imgs, pixel_mm=np.array([PIX, 0.0, PIX, PIX]))
+
+
+def test_low_count_pet_adds_the_noise_thinning_leaves_and_only_that() -> None:
+    yy, xx = np.mgrid[:64, :64]
+    body = ((yy - 31.5) ** 2 + (xx - 31.5) ** 2 < 24**2)
+    clean = np.repeat((0.3 * body)[None], 16, axis=0).astype(np.float32)
+    centre = ((yy - 31.5) ** 2 + (xx - 31.5) ** 2 < 10**2)
+    sd = {}
+    for f in (0.05, 0.2):
+        cfg = TaskConfig(task="lcpet", count_fraction=f, pet_counts=2e5)
+        assert cfg.network == "rednet"
+        low, target = make_pairs(clean, cfg, seed=0)
+        np.testing.assert_array_equal(target, clean)
+        sd[f] = float((low - clean)[:, centre].std())
+        np.testing.assert_array_equal(low, make_pairs(clean, cfg, seed=0)[0])  # deterministic by seed
+    # added variance is proportional to (1 - f) / f: the part of a 1/(f N) scan the full scan lacks
+    assert sd[0.05] / sd[0.2] == pytest.approx(np.sqrt((0.95 / 0.05) / (0.8 / 0.2)), rel=0.1)

@@ -1,4 +1,4 @@
-"""Draw sample slices of the bundled cohort, one row per site: docs/img/cohort_{ct,mri}.png.
+"""Draw sample slices of the bundled cohort, one row per site: docs/img/cohort_{ct,mri,pet}.png.
 
 Runs the real path (make-cohort, then ingestion) so the picture shows exactly
 what the generators and networks are trained on.
@@ -33,7 +33,8 @@ def figure(modality: str, sites: int = 3, per_site: int = 5) -> Path:
             pick = np.linspace(0, len(store.images) - 1, per_site).round().astype(int)
             for j, i in enumerate(pick):
                 ax = axes[k, j]
-                ax.imshow(store.images[i], cmap="gray", vmin=0, vmax=1)
+                # PET is read as dark uptake on white, as on a PET workstation
+                ax.imshow(store.images[i], cmap="gray_r" if modality == "pet" else "gray", vmin=0, vmax=1)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.set_title(f"{store.patient_ids[i]} z{store.slice_indices[i]}", fontsize=7)
@@ -48,5 +49,7 @@ def figure(modality: str, sites: int = 3, per_site: int = 5) -> Path:
 
 
 if __name__ == "__main__":
-    for m in ("ct", "mri"):
+    import sys
+
+    for m in sys.argv[1:] or ("ct", "mri", "pet"):
         print(figure(m))

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate realistic digital patients (CT torso or MRI brain), one NIfTI volume per "
         "patient, as DIR/site-K/<patient_id>.nii.gz; sites differ (non-IID) by scanner and patient mix.",
     )
-    mk.add_argument("--modality", choices=["ct", "mri"], required=True)
+    mk.add_argument("--modality", choices=["ct", "mri", "pet"], required=True)
     mk.add_argument("--sites", type=int, required=True)
     mk.add_argument("--patients", type=int, required=True, help="patients per site")
     mk.add_argument("--out", type=Path, required=True, metavar="DIR")

@@ -23,6 +23,12 @@ def _simulate(args: argparse.Namespace) -> int:
     quiet_console(log_file, verbose=args.verbose)
     print(f"study '{scenario.name}': {scenario.cohort.sites} simulated sites in {args.out} "
           f"(full log: {log_file}{'' if args.verbose else '; -v shows it here'})")
+    page = None
+    if args.page is not None:
+        from fedsynth.federation.live_page import LivePage
+
+        page = LivePage(Path(args.out), port=args.page)
+        print(f"  live page: {page.start()}")
     t0 = time.perf_counter()
     run = run_simulated_study
     if scenario.cohort.splits > 1:
@@ -30,9 +36,13 @@ def _simulate(args: argparse.Namespace) -> int:
 
         print(f"  {scenario.cohort.splits} patient splits, each a whole study: {args.out}/split-<k>/")
         run = run_split_study
-    report = run(scenario, Path(args.out), cpus_per_site=args.cpus_per_site,
-                 show_progress=True, audit_dir=Path(args.audit_dir) if args.audit_dir else None,
-                 verbose=args.verbose)
+    try:
+        report = run(scenario, Path(args.out), cpus_per_site=args.cpus_per_site,
+                     show_progress=True, audit_dir=Path(args.audit_dir) if args.audit_dir else None,
+                     verbose=args.verbose)
+    finally:
+        if page is not None:
+            page.stop()
     print(f"study '{scenario.name}' finished in {time.perf_counter() - t0:.0f} s")
     machine = report.get("machine") or {}
     if machine:
@@ -55,6 +65,28 @@ def _simulate(args: argparse.Namespace) -> int:
     if report.get("missing_sites"):
         print(f"  missing sites: {', '.join(report['missing_sites'])}")
     print(f"report: {Path(args.out) / 'report.json'} and report.html")
+    return 0
+
+
+def _study_page(args: argparse.Namespace) -> int:
+    from fedsynth.errors import ConfigError
+    from fedsynth.federation.live_page import LivePage
+
+    if not args.dir.is_dir():
+        raise ConfigError(f"{args.dir}: no such study directory")
+    page = LivePage(args.dir, host=args.host, port=args.port)
+    try:
+        url = page.start()
+    except OSError as err:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
+    print(f"live page of {args.dir}: {url} (Ctrl-C stops it)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        page.stop()
     return 0
 
 
@@ -152,7 +184,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus-per-site", type=float, default=None,
                    help="CPUs Ray reserves per site app (default: all sites at once, cores / sites, at most 1)")
     p.add_argument("--audit-dir", help="keep a copy of every message a site sends here (leak audit)")
+    p.add_argument("--page", type=int, metavar="PORT", nargs="?", const=0, default=None,
+                   help="serve the live study page on http://127.0.0.1:PORT/ while it runs (no PORT: a free one)")
     p.set_defaults(func=_simulate)
+
+    w = sub.add_parser(
+        "study-page",
+        help="serve a study directory's live page (read-only) on loopback until Ctrl-C",
+        description="Phases with timings, sites and their state, pool size and acceptance rate per site, bytes "
+        "per method, learning curves as they come, the certificates and report.html at the end; read from DIR "
+        "as the study writes it (simulation or deployment), nothing is ever written.",
+    )
+    w.add_argument("dir", type=Path, metavar="DIR", help="the study directory")
+    w.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = a free one)")
+    w.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; anything else exposes the page beyond this machine)")
+    w.set_defaults(func=_study_page)
 
     c = sub.add_parser(
         "certs",

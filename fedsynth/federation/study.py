@@ -132,6 +132,8 @@ class Study:
             log.info("phase %s%s: already finished, skipped (resume)", step, name)
             return
         log.info("phase %s%s: start", step, name)
+        self.state.started[name.value] = time.time()
+        self._save()  # so the live page shows it running
         t0 = time.perf_counter()
         try:
             fn()
@@ -156,6 +158,10 @@ class Study:
         t0 = time.perf_counter()
         from fedsynth.machine_speed import machine_speed
 
+        steps = self.phases()
+        self.state.planned = [Phase.SETUP.value, *(name.value for name, _ in steps), Phase.REPORT.value]
+        self.state.started[Phase.SETUP.value] = time.time()
+        self._save()
         # measured while the sites are idle, so the report's wall times can be read against this machine
         self.state.machine = machine_speed(seconds=1.0)
         log.info("machine: %.1f GFLOP/s on the conv probe (%s, %s cores, %d threads)",
@@ -167,10 +173,10 @@ class Study:
             self.state.wall_seconds[Phase.SETUP.value] = time.perf_counter() - t0
         if self.ctx.pool.count():  # a resumed study: what was pooled before must still check out
             self._check_pool()
-        steps = self.phases()
         for i, (name, fn) in enumerate(steps, start=1):
             self._phase(name, fn, f"{i}/{len(steps)} ")
         t1 = time.perf_counter()
+        self.state.started[Phase.REPORT.value] = time.time()
         closest = closest_pairs(self.spec, self.ctx.pool)
         write_study_report(self.layout, self.report(), self.ctx.pool, closest)
         self.state.wall_seconds[Phase.REPORT.value] = time.perf_counter() - t1

@@ -53,6 +53,9 @@ class StudyState(StrictModel):
     training: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="model -> how it was trained: best epoch, steps, samples, seconds, curve")
     rejected_bundles: dict[str, str] = Field(default_factory=dict, description="site -> why nothing was pooled")
+    planned: list[str] = Field(default_factory=list, description="every phase of this run, in order")
+    started: dict[str, float] = Field(default_factory=dict,
+                                      description="phase -> when it last started (Unix time), for the live page")
 
     @field_validator("done", mode="before")
     @classmethod

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the degraded input. Writes OUT/metrics.json, OUT/report.json, OUT/model.pt, OUT/examples.npz; "
         "render them with 'fedsynth report OUT'.",
     )
-    p.add_argument("--task", choices=["ldct", "sr"], help="ldct: low-dose CT denoising; sr: super-resolution")
+    p.add_argument("--task", choices=["ldct", "sr", "lcpet"],
+                   help="ldct: low-dose CT denoising; sr: super-resolution; lcpet: low-count PET denoising")
     p.add_argument("--train", type=Path, required=True, metavar="PATH",
                    help="training images: .npy (N,H,W) in [0,1], .npz, or a NIfTI directory (needs --modality)")
     p.add_argument("--test", type=Path, required=True, metavar="PATH", help="test images, same formats")

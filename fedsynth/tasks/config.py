@@ -20,13 +20,14 @@ __all__ = ["DEFAULT_NETWORK", "NETWORKS", "Budget", "TaskConfig", "load_task_con
 #: Networks selectable by name (see :func:`fedsynth.tasks.build_network`).
 NETWORKS = ("rednet", "srcnn", "unet", "edsr")
 #: Default network per task (paper parity: RED-CNN for low-dose CT, SRCNN for SR).
-DEFAULT_NETWORK = {"ldct": "rednet", "sr": "srcnn"}
+DEFAULT_NETWORK = {"ldct": "rednet", "sr": "srcnn", "lcpet": "rednet"}
 
 
 class TaskConfig(StrictModel):
-    """A downstream task (low-dose CT denoising or MRI/PET super-resolution) and its training."""
+    """A downstream task (low-dose CT or low-count PET denoising, MRI/PET super-resolution) and its training."""
 
-    task: Literal["ldct", "sr"] = Field(..., description="ldct: low-dose CT denoising; sr: super-resolution")
+    task: Literal["ldct", "sr", "lcpet"] = Field(
+        ..., description="ldct: low-dose CT denoising; sr: super-resolution; lcpet: low-count PET denoising")
     network: Literal["rednet", "srcnn", "unet", "edsr"] = Field(
         "rednet", description="network name; defaults to rednet for ldct and srcnn for sr"
     )
@@ -74,6 +75,11 @@ class TaskConfig(StrictModel):
         "torch", description="torch: batched grid-sample projector (fast); skimage: radon/iradon (reference, "
         "parallel only)"
     )
+    # -- low-count PET simulation ------------------------------------------------------------
+    count_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="lcpet: the low-count scan's share of "
+                                  "the full scan's coincidences")
+    pet_counts: float = Field(2.5e5, gt=0.0, description="lcpet: coincidences per slice of the full-count scan")
+    pet_postfilter_px: float = Field(1.0, ge=0.0, description="lcpet: Gaussian post-filter SD in pixels")
     # -- super-resolution degradation --------------------------------------------------------
     sr_factor: int = Field(2, ge=2, le=8, description="resolution reduction factor (2 or 4 in the paper)")
     sr_mode: Literal["kspace", "blur"] = Field(

@@ -24,6 +24,7 @@ from fedsynth.devices import resolve_device
 from fedsynth.errors import DataError
 from fedsynth.tasks.config import TaskConfig
 from fedsynth.tasks.ct_sim import low_dose_ct
+from fedsynth.tasks.pet_sim import low_count_pet
 from fedsynth.tasks.sr_sim import blur_downsample, kspace_truncate
 
 __all__ = ["CACHE_BYTES", "check_images", "degrade", "make_pairs", "pixel_sizes"]
@@ -125,6 +126,9 @@ def _degrade(images: np.ndarray, cfg: TaskConfig, seed: int, pix: np.ndarray | N
             )
         except ValueError as err:  # e.g. a field of view too large for the fan's source distance
             raise DataError(f"low-dose CT: {err}") from None
+    if cfg.task == "lcpet":
+        return low_count_pet(images, count_fraction=cfg.count_fraction, counts=cfg.pet_counts, seed=seed,
+                             postfilter_px=cfg.pet_postfilter_px)
     h, w = images.shape[1:]
     if h % cfg.sr_factor or w % cfg.sr_factor:
         raise DataError(f"image size {h}x{w} is not a multiple of sr_factor {cfg.sr_factor}")

@@ -2,7 +2,7 @@
 
 No multi-patient CT or MRI set can be installed from the package registries
 here, and downloading data at run time is not allowed, so fedsynth ships a
-generator of digital patients (:mod:`.ct_torso`, :mod:`.mri_brain`) seen
+generator of digital patients (:mod:`.ct_torso`, :mod:`.mri_brain`, :mod:`.pet_body`) seen
 through per-site scanners (:mod:`.scanner`). Its output goes through exactly
 the same ingestion as a hospital's real data.
 
@@ -22,10 +22,12 @@ from pydantic import Field
 from fedsynth.config import StrictModel, validate
 from fedsynth.data.cohort.ct_torso import render_ct_patient, sample_ct_patient
 from fedsynth.data.cohort.mri_brain import render_mri_patient, sample_mri_patient
+from fedsynth.data.cohort.pet_body import render_pet_patient, sample_pet_patient
 from fedsynth.data.cohort.scanner import (
     SiteScanner,
     apply_ct_scanner,
     apply_mri_scanner,
+    apply_pet_scanner,
     site_scanners,
 )
 from fedsynth.errors import ConfigError
@@ -37,15 +39,15 @@ __all__ = ["CohortSettings", "SiteScanner", "cohort_volume", "ct_patients", "mak
 log = logging.getLogger(__name__)
 
 #: Slab thickness along z (mm): CT upper abdomen, MRI ventricle level.
-SLAB_MM = {"ct": 160.0, "mri": 64.0}
+SLAB_MM = {"ct": 160.0, "mri": 64.0, "pet": 160.0}
 #: Reconstruction diameter (mm) at fov = 1.
-FOV_MM = {"ct": 400.0, "mri": 240.0}
+FOV_MM = {"ct": 400.0, "mri": 240.0, "pet": 400.0}
 
 
 class CohortSettings(StrictModel):
     """What ``fedsynth data make-cohort`` accepts."""
 
-    modality: Literal["ct", "mri"]
+    modality: Literal["ct", "mri", "pet"]
     sites: int = Field(ge=1, le=64)
     patients: int = Field(ge=1, le=1000, description="patients per site")
     slices: int = Field(default=32, ge=1, le=512)
@@ -57,7 +59,7 @@ def cohort_volume(settings: CohortSettings, site: int, patient: int) -> tuple[np
     """One patient's volume as stored: ``(data, affine, scanner)``.
 
     ``data`` is in the stored voxel orientation (the site's axis codes); CT is
-    integer HU, MRI non-negative signal units. Deterministic in
+    integer HU, MRI non-negative signal units, PET activity in SUV (stored x 1000). Deterministic in
     (seed, site, patient) and independent of how many sites/patients are made.
     """
     from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
@@ -68,6 +70,9 @@ def cohort_volume(settings: CohortSettings, site: int, patient: int) -> tuple[np
     if settings.modality == "ct":
         img = render_ct_patient(sample_ct_patient(rng, mix), settings.slices, settings.size, scanner.fov)
         img = apply_ct_scanner(img, scanner, rng)
+    elif settings.modality == "pet":
+        img = render_pet_patient(sample_pet_patient(rng, mix), settings.slices, settings.size, scanner.fov)
+        img = apply_pet_scanner(img, scanner, rng)
     else:
         img = render_mri_patient(sample_mri_patient(rng, mix), settings.slices, settings.size, scanner.fov)
         img = apply_mri_scanner(img, scanner, rng)
@@ -112,6 +117,11 @@ def _save(path: Path, data: np.ndarray, affine: np.ndarray, modality: str) -> No
         raw = (data + 1024).astype(np.int16)
         img = nib.Nifti1Image(raw, affine)
         img.header.set_slope_inter(1.0, -1024.0)
+    elif modality == "pet":
+        # Stored like many PET exports: integers with a slope giving the activity (here SUV; Bq/ml would
+        # only scale it, and ingestion normalises each PET volume by its own robust maximum).
+        img = nib.Nifti1Image(np.clip(np.rint(data * 1000.0), 0, 32767).astype(np.int16), affine)
+        img.header.set_slope_inter(1e-3, 0.0)
     else:
         img = nib.Nifti1Image(np.clip(np.rint(data), 0, 32767).astype(np.int16), affine)
     img.header.set_xyzt_units("mm")

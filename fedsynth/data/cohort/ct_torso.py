@@ -28,7 +28,7 @@ from fedsynth.data.cohort.shapes import (
 __all__ = ["CTPatient", "render_ct_patient", "sample_ct_patient"]
 
 #: Tissue values (HU) before per-patient variation.
-HU = {
+_HU = HU = {
     "air": -1000.0, "lung": -860.0, "fat": -95.0, "muscle": 50.0, "soft": 35.0, "liver": 60.0,
     "spleen": 48.0, "kidney_cortex": 165.0, "kidney_medulla": 95.0, "aorta": 185.0, "ivc": 125.0,
     "bone_cortex": 850.0, "bone_marrow": 240.0, "csf": 15.0, "gas": -950.0, "fluid": 12.0,
@@ -105,8 +105,19 @@ def sample_ct_patient(rng: np.random.Generator, habitus: float = 0.0) -> CTPatie
     )
 
 
-def render_ct_patient(p: CTPatient, n_slices: int, size: int, fov: float = 1.0) -> np.ndarray:
-    """Render ``(n_slices, size, size)`` HU, float32, image rows anterior→posterior."""
+def render_ct_patient(p: CTPatient, n_slices: int, size: int, fov: float = 1.0,
+                      values: dict[str, float] | None = None, unit: float = 1.0,
+                      tissue_floor: float = -900.0) -> np.ndarray:
+    """Render ``(n_slices, size, size)`` HU, float32, image rows anterior→posterior.
+
+    ``values`` replaces the tissue table :data:`HU` (e.g. FDG uptake for the
+    PET cohort, :mod:`.pet_body`), ``unit`` scales every per-patient shift and
+    texture amplitude (written in HU), and ``tissue_floor`` is the value
+    above which a pixel counts as tissue for the texture: the same anatomy
+    seen through another contrast.
+    """
+    HU = _HU if values is None else values  # noqa: N806 - the table's name in the formulas below
+    u = float(unit)
     g = Grid(size, fov)
     rng = np.random.default_rng(p.seed)
     # 3-D fields: z-coherent texture and the fat / soft-tissue mixing of the mesentery.
@@ -129,8 +140,8 @@ def render_ct_patient(p: CTPatient, n_slices: int, size: int, fov: float = 1.0) 
         table = (np.abs(g.y - (body_cy + bb + 0.06)) < 0.012).astype(np.float32) * (np.abs(g.x) < 0.9)
         img = paint(img, table, HU["table"])
         img = paint(img, body, HU["skin"])
-        img = paint(img, inner_fat, HU["fat"] + sh["fat"])
-        img = paint(img, wall, HU["muscle"] + sh["muscle"])
+        img = paint(img, inner_fat, HU["fat"] + u * sh["fat"])
+        img = paint(img, wall, HU["muscle"] + u * sh["muscle"])
         # Abdominal cavity: mesenteric fat mixed with soft tissue.
         mix = 1.0 / (1.0 + np.exp(-2.5 * (mixing[i] + 0.2)))
         cav_val = HU["fat"] * (1 - mix) + HU["soft"] * mix
@@ -141,7 +152,7 @@ def render_ct_patient(p: CTPatient, n_slices: int, size: int, fov: float = 1.0) 
             if w <= 0:
                 continue
             loop = blob(g, bx * ba, body_cy + by * bb, bax * w, bay * w) * cavity
-            img = paint(img, loop, HU["soft"] + 10)
+            img = paint(img, loop, HU["soft"] + u * 10)
             lumen = blob(g, bx * ba, body_cy + by * bb, bax * w * 0.7, bay * w * 0.7) * cavity
             img = paint(img, lumen, HU["gas"] if kind > 0.5 else HU["fluid"])
         # Stomach (upper-left of the abdomen) with an anterior gas cap.
@@ -149,7 +160,7 @@ def render_ct_patient(p: CTPatient, n_slices: int, size: int, fov: float = 1.0) 
         if s_w > 0:
             sx, sy, sax, say, gas = p.stomach
             st = blob(g, sx, sy, sax * s_w, say * s_w, 0.4) * cavity
-            img = paint(img, st, HU["fluid"] + 15)
+            img = paint(img, st, HU["fluid"] + u * 15)
             cap = st * (g.y < sy - say * s_w * (1 - 2 * gas)).astype(np.float32)
             img = paint(img, cap, HU["gas"])
         # Lungs at the top of the slab, with a vessel tree.
@@ -167,19 +178,19 @@ def render_ct_patient(p: CTPatient, n_slices: int, size: int, fov: float = 1.0) 
         lx, ly, lax, lay, lhu = p.liver
         lv_w = _bump(z, -0.2, 0.35, 1.05)
         liver = blob(g, lx * ba / 0.8, ly, lax * lv_w, lay * lv_w, -0.3, p.liver_harm) * cavity
-        img = paint(img, liver, HU["liver"] + lhu + sh["liver"])
-        img = paint(img, blob(g, lx * ba / 0.8 + 0.05, ly + 0.05, 0.03, 0.025) * liver, HU["vessel"] - 10)
+        img = paint(img, liver, HU["liver"] + u * lhu + u * sh["liver"])
+        img = paint(img, blob(g, lx * ba / 0.8 + 0.05, ly + 0.05, 0.03, 0.025) * liver, HU["vessel"] - u * 10)
         spx, spy, spax, spay = p.spleen
         sp_w = _bump(z, 0.0, 0.3, 0.75)
         img = paint(img, blob(g, spx * ba / 0.8, spy, spax * sp_w, spay * sp_w, 0.5) * cavity,
-                     HU["spleen"] + sh["spleen"])
+                     HU["spleen"] + u * sh["spleen"])
         k_w = float(smoothstep(z, p.kidney_start, p.kidney_start + 0.2))
         if k_w > 0:
             kdx, kcy, kax, kay = p.kidney
             for side in (-1.0, 1.0):
                 kx = side * kdx * ba / 0.8
                 kid = blob(g, kx, kcy, kax * k_w, kay * k_w, side * 0.35) * cavity
-                img = paint(img, kid, HU["kidney_cortex"] + sh["kidney_cortex"])
+                img = paint(img, kid, HU["kidney_cortex"] + u * sh["kidney_cortex"])
                 img = paint(img, blob(g, kx, kcy, kax * k_w * 0.6, kay * k_w * 0.6, side * 0.35) * kid,
                              HU["kidney_medulla"])
                 img = paint(img, blob(g, kx - side * 0.03, kcy, kax * k_w * 0.3, kay * k_w * 0.3) * kid,
@@ -187,13 +198,13 @@ def render_ct_patient(p: CTPatient, n_slices: int, size: int, fov: float = 1.0) 
         # Spine: vertebral body with cortex, canal, posterior elements; paraspinal muscles.
         vy = p.vert_y * bb / 0.6
         for side in (-1.0, 1.0):
-            img = paint(img, blob(g, side * 0.11, vy + 0.17, 0.08, 0.07) * wall, HU["muscle"] + sh["muscle"])
+            img = paint(img, blob(g, side * 0.11, vy + 0.17, 0.08, 0.07) * wall, HU["muscle"] + u * sh["muscle"])
             if z > 0.45:
                 img = paint(img, blob(g, side * 0.1, vy - 0.02, 0.045 * float(smoothstep(z, 0.45, 0.8)),
                                        0.04) * cavity, HU["muscle"])
         vb = blob(g, 0.0, vy, 0.075, 0.065)
         img = paint(img, vb, HU["bone_cortex"])
-        img = paint(img, blob(g, 0.0, vy, 0.06, 0.05), HU["bone_marrow"] + 40 * texture[i])
+        img = paint(img, blob(g, 0.0, vy, 0.06, 0.05), HU["bone_marrow"] + (40 * u) * texture[i])
         img = paint(img, blob(g, 0.0, vy + 0.1, 0.04, 0.035), HU["bone_cortex"] * 0.8)
         img = paint(img, blob(g, 0.0, vy + 0.1, 0.027, 0.024), HU["csf"])
         img = paint(img, blob(g, 0.0, vy + 0.17, 0.018, 0.04), HU["bone_cortex"] * 0.8)
@@ -213,6 +224,6 @@ def render_ct_patient(p: CTPatient, n_slices: int, size: int, fov: float = 1.0) 
                 img = paint(img, rib, HU["bone_cortex"] * 0.9)
                 img = paint(img, blob(g, rx, ry, 0.018 * r_w, 0.007 * r_w, a + np.pi / 2), HU["bone_marrow"])
         # Tissue texture on everything that is not air.
-        tissue = (img > -900).astype(np.float32) * body
-        out[i] = img + 12.0 * texture[i] * tissue
+        tissue = (img > tissue_floor).astype(np.float32) * body
+        out[i] = img + (12.0 * u) * texture[i] * tissue
     return out
