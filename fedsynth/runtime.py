@@ -67,12 +67,16 @@ PROGRESS_LOGGERS = ("fedsynth.federation.study",)
 
 
 class _ConsoleFilter(logging.Filter):
-    """Terminal: fedsynth's warnings and errors, and the study's progress lines; nothing else."""
+    """Terminal: fedsynth's warnings and errors, and the study's progress lines (unless a live view shows them)."""
+
+    def __init__(self, progress: bool = True) -> None:
+        super().__init__()
+        self.progress = progress
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith("fedsynth"):
             return False
-        return record.levelno >= logging.WARNING or record.name in PROGRESS_LOGGERS
+        return record.levelno >= logging.WARNING or (self.progress and record.name in PROGRESS_LOGGERS)
 
 
 def log_to_file(path: Path, level: int = logging.INFO) -> None:
@@ -91,20 +95,21 @@ def log_to_file(path: Path, level: int = logging.INFO) -> None:
         root.setLevel(level)
 
 
-def quiet_console(log_file: Path, verbose: bool = False) -> None:
+def quiet_console(log_file: Path, verbose: bool = False, live: bool = False) -> None:
     """Send everything to ``log_file``; keep the terminal to what a person can act on.
 
     Why: a study's own progress drowns in other libraries' start-up lines,
     Flower's debug output and Ray's actor prefixes. Without ``verbose`` the
     terminal shows the study's phases and fedsynth's warnings; Flower's own
-    console handler is removed (its records still reach the file).
+    console handler is removed (its records still reach the file). ``live``:
+    a live view draws the phases, so their lines stay in the file only.
     """
     log_to_file(log_file, logging.DEBUG if verbose else logging.INFO)
     if verbose:
         return
     for handler in logging.getLogger().handlers:
         if not isinstance(handler, logging.FileHandler):
-            handler.addFilter(_ConsoleFilter())
+            handler.addFilter(_ConsoleFilter(progress=not live))
     import flwr.supercore.logger  # noqa: F401 - Flower adds its console handler when this is first imported
 
     flwr = logging.getLogger("flwr")

@@ -118,3 +118,44 @@ def test_study_page_refuses_a_missing_directory_in_one_line(tmp_path: Path, caps
     assert main(["study-page", str(tmp_path / "nope")]) != 0
     err = capsys.readouterr().err.strip()
     assert "no such study directory" in err and "\n" not in err
+
+
+def test_the_request_in_flight_is_shown_site_by_site(study_dir: Path) -> None:
+    from fedsynth.federation.study_dir import StudyLayout
+
+    since = time.time() - 12
+    StudyLayout(study_dir).progress.write_text(json.dumps({
+        "method": "synthetic-pool", "message": "evaluate", "since": since,
+        "sites": {"site-1": "replied", "site-2": "working"}}))
+    req = study_status(study_dir)["request"]
+    assert req["open"] and req["sites"] == {"site-1": "replied", "site-2": "working"} and 11 < req["seconds"] < 60
+
+
+def test_time_left_comes_only_from_measured_phases_of_the_same_kind() -> None:
+    from fedsynth.federation.live_view import estimate_remaining
+
+    phases = [{"name": "setup", "state": "done", "seconds": 3.0},
+              {"name": "train-generators", "state": "done", "seconds": 100.0},
+              {"name": "publish", "state": "done", "seconds": 10.0},
+              {"name": "synthetic-pool", "state": "running", "seconds": 20.0},
+              {"name": "fedavg", "state": "waiting", "seconds": None},
+              {"name": "evaluation", "state": "waiting", "seconds": None},
+              {"name": "report", "state": "waiting", "seconds": None}]
+    assert estimate_remaining(phases) == (None, False)  # no method has finished: no guess
+    phases[3] = {"name": "synthetic-pool", "state": "done", "seconds": 60.0}
+    phases[4] = {"name": "fedavg", "state": "running", "seconds": 45.0}
+    assert estimate_remaining(phases) == (15.0, False)  # fedavg as long as the pool took; evaluation unmeasured
+
+
+def test_the_terminal_view_draws_phases_sites_and_time(study_dir: Path) -> None:
+    from rich.console import Console
+
+    from fedsynth.federation.live_view import render
+
+    console = Console(record=True, width=120, color_system=None)
+    console.print(render(study_status(study_dir)))
+    text = console.export_text()
+    assert "fedsynth study tiny" in text and "running: synthetic-pool" in text
+    assert re.search(r"✓\s+train-generators\s+1 min 40 s", text) and re.search(r"▶\s+synthetic-pool\s+42", text)
+    assert re.search(r"·\s+fedavg", text)
+    assert "time left: estimating" in text and "left the study: site-3" in text

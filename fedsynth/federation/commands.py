@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +22,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
     scenario = load_scenario(args.scenario)
     log_file = StudyLayout(Path(args.out)).study_log
-    quiet_console(log_file, verbose=args.verbose)
+    live = sys.stderr.isatty() and not args.verbose  # off a terminal: one logged line per phase instead
+    quiet_console(log_file, verbose=args.verbose, live=live)
     print(f"study '{scenario.name}': {scenario.cohort.sites} simulated sites in {args.out} "
           f"(full log: {log_file}{'' if args.verbose else '; -v shows it here'})")
     page = None
@@ -36,10 +39,16 @@ def _simulate(args: argparse.Namespace) -> int:
 
         print(f"  {scenario.cohort.splits} patient splits, each a whole study: {args.out}/split-<k>/")
         run = run_split_study
+    view: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if live:
+        from fedsynth.federation.live_view import LiveView
+
+        view = LiveView(Path(args.out))
     try:
-        report = run(scenario, Path(args.out), cpus_per_site=args.cpus_per_site,
-                     show_progress=True, audit_dir=Path(args.audit_dir) if args.audit_dir else None,
-                     verbose=args.verbose)
+        with view:
+            report = run(scenario, Path(args.out), cpus_per_site=args.cpus_per_site,
+                         show_progress=not live, audit_dir=Path(args.audit_dir) if args.audit_dir else None,
+                         verbose=args.verbose)
     finally:
         if page is not None:
             page.stop()

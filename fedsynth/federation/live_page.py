@@ -76,6 +76,17 @@ def _curves(training: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
     return out
 
 
+def _request(layout: StudyLayout, now: float) -> dict[str, Any] | None:
+    """The coordinator's current (or last) request: its method, message type, and each site's state and wait."""
+    req = _read_json(layout.progress)
+    if not req.get("sites"):
+        return None
+    since = float(req.get("since", now))
+    waited = float(req.get("until", now)) - since
+    return {"method": req.get("method", ""), "message": req.get("message", ""), "open": "until" not in req,
+            "seconds": max(0.0, waited), "sites": dict(req["sites"])}
+
+
 def study_status(out: Path, now: float | None = None) -> dict[str, Any]:
     """What the page shows, from the study directory as it is now (a JSON-ready dict).
 
@@ -115,7 +126,7 @@ def study_status(out: Path, now: float | None = None) -> dict[str, Any]:
         sites.append({
             "site": sid,
             "state": f"left the study: {missing[sid]}" if sid in missing else "in the study",
-            "generator": (state.get("generators", {}).get(sid) or "")[:12],
+            "generator": (state.get("generators", {}).get(sid) or "").removeprefix("sha256:")[:12],
             "pooled": pool.get(sid, 0),
             "acceptance_rate": row.get("acceptance_rate"),
             "status": state.get("rejected_bundles", {}).get(sid) or row.get("status"),
@@ -139,6 +150,7 @@ def study_status(out: Path, now: float | None = None) -> dict[str, Any]:
         "bytes": {m: {"sent": int(v.get("sent", 0)), "received": int(v.get("received", 0))}
                   for m, v in sorted(state.get("bytes", {}).items()) if isinstance(v, dict)},
         "curves": _curves(state.get("training", {})),
+        "request": _request(layout, now),
         "report": "report.html" if report_ready else None,
         "machine": state.get("machine", {}),
     }
@@ -241,7 +253,7 @@ th{background:#f4f4f4} .done{color:#1a7f37} .running{color:#9a6700;font-weight:6
 .left{color:#b42318} .muted{color:#666} svg{background:#fafafa;border:1px solid #ddd}
 .num{text-align:right;font-variant-numeric:tabular-nums}
 </style></head><body>
-<h1 id="title">fedsynth study</h1><div id="summary" class="muted">loading…</div>
+<h1 id="title">fedsynth study</h1><div id="summary" class="muted">loading…</div><div id="request"></div>
 <h2>Phases</h2><table id="phases"><tr><th>phase</th><th>state</th><th class="num">seconds</th></tr></table>
 <h2>Sites</h2><table id="sites"><tr><th>site</th><th>state</th><th>generator</th><th class="num">pooled</th>
 <th class="num">acceptance</th><th>certificate</th></tr></table>
@@ -287,6 +299,11 @@ async function refresh() {
     s.expected_sites ? s.expected_sites + " sites expected" : "",
     s.finished ? "finished" : (running ? "running: " + running.name : "starting"),
     s.elapsed_s != null ? "elapsed " + secs(s.elapsed_s) : ""].filter(Boolean).join(" · ");
+  const r = s.request;
+  document.getElementById("request").innerHTML = !r || s.finished ? "" :
+    `${r.open ? "waiting on" : "last request"}: <code>${esc(r.method)} ${esc(r.message)}</code> — ` +
+    Object.entries(r.sites).map(([k, v]) => `${esc(k)} <span class="${v === "replied" ? "done" : v === "working" ? "running" : "left"}">${esc(v)}</span>`).join(", ") +
+    ` (${secs(r.seconds)})`;
   rows("phases", "<tr><th>phase</th><th>state</th><th class=num>seconds</th></tr>", s.phases.map(p =>
     `<tr><td>${esc(p.name)}</td><td class="${p.state}">${p.state}</td><td class=num>${secs(p.seconds)}</td></tr>`));
   rows("sites", "<tr><th>site</th><th>state</th><th>generator</th><th class=num>pooled</th><th class=num>acceptance</th><th>certificate</th></tr>",

@@ -14,7 +14,9 @@ than in the order they arrived: Flower's strategies sum the sites' weights in
 reply order, and a floating-point sum in arrival order would make FedAvg's
 result depend on which site finished first. For every ``train`` request it
 records which sites answered (:meth:`rounds`), so the report can say who
-took part in each round of each weight-averaging method.
+took part in each round of each weight-averaging method. ``on_progress`` is
+told each request's sites when it goes out and how each answered when the
+replies are in (the live page and terminal view show it).
 
 Usage::
 
@@ -27,7 +29,9 @@ Usage::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from flwr.app import Message, MessageType, RecordDict
 from flwr.proto.node_pb2 import NodeInfo  # noqa: F401 - the type Grid.get_nodes returns
@@ -49,6 +53,9 @@ class MeteredGrid(Grid):
         self.order: dict[int, int] = {}
         self.names: dict[int, str] = {}
         self._rounds: dict[str, list[list[str]]] = {}
+        #: called with the current request (``progress``) when it is sent and when its replies are in
+        self.on_progress: Callable[[dict[str, Any]], None] | None = None
+        self.progress: dict[str, Any] = {}
 
     @contextlib.contextmanager
     def method(self, label: str) -> Iterator[None]:
@@ -109,8 +116,14 @@ class MeteredGrid(Grid):
     ) -> Iterable[Message]:
         msgs = list(messages)
         self._count("sent", msgs)
+        asked = [self._name(m.metadata.dst_node_id) for m in msgs]
+        self._report({"method": self._label, "message": msgs[0].metadata.message_type if msgs else "",
+                      "since": time.time(), "sites": dict.fromkeys(asked, "working")})
         replies = list(self._inner.send_and_receive(msgs, timeout=timeout))
         self._count("received", replies)
+        answered = {self._name(r.metadata.src_node_id): not r.has_error() for r in replies}
+        self._report({**self.progress, "until": time.time(), "sites": {
+            s: ("replied" if answered[s] else "error") if s in answered else "no reply" for s in asked}})
         last = len(self.order)
         replies = sorted(replies, key=lambda m: (self.order.get(m.metadata.src_node_id, last), m.metadata.src_node_id))
         if msgs and all(m.metadata.message_type == MessageType.TRAIN for m in msgs):
@@ -118,6 +131,15 @@ class MeteredGrid(Grid):
                   for r in replies if not r.has_error()]
             self._rounds.setdefault(self._label, []).append(ok)
         return replies
+
+    def _name(self, node_id: int) -> str:
+        """The site's id once the roster knows it; before that a short form of the node id."""
+        return self.names.get(node_id) or f"node …{str(node_id)[-4:]}"
+
+    def _report(self, progress: dict[str, Any]) -> None:
+        self.progress = progress
+        if self.on_progress is not None:
+            self.on_progress(progress)
 
     def rounds(self) -> dict[str, list[list[str]]]:
         """Per method label, one entry per training request: the sites whose reply was not an error."""

@@ -76,6 +76,7 @@ class Study:
                              ModelStore(self.layout, sc.task, sc.seed), self.state.training,
                              self.state.tuning)
         self.ctx.checkpoint = self._save
+        self.roster.grid.on_progress = self._progress
 
     def phases(self) -> list[tuple[Phase, Callable[[], None]]]:
         """The phases after ``setup``, in order (those the scenario switches off are absent)."""
@@ -113,6 +114,15 @@ class Study:
         self.state.missing = dict(self.roster.missing)
         self.state.participants.update(self.roster.grid.rounds())
         self.state.save(self.layout.state)
+
+    def _progress(self, request: dict[str, Any]) -> None:
+        """``coordinator/progress.json``: the request the study waits on (small, rewritten per request)."""
+        from fedsynth.io_utils import write_json_atomic
+
+        try:
+            write_json_atomic(self.layout.progress, request)
+        except OSError as err:  # the view is a convenience; the study goes on without it
+            log.debug("progress not written: %s", err)
 
     def _check_pool(self) -> None:
         """Re-verify the pool (objects, rows, certificates) before it is trained on or reported."""

@@ -112,6 +112,11 @@ class StudyLayout:
         return self.out / "coordinator" / "state.json"
 
     @property
+    def progress(self) -> Path:
+        """The request the coordinator is waiting on, site by site (rewritten as it changes)."""
+        return self.out / "coordinator" / "progress.json"
+
+    @property
     def pool(self) -> Path:
         return self.out / "pool"
 
