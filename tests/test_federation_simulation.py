@@ -94,6 +94,10 @@ def test_report_has_the_design_keys(study):
             assert lo <= row["threshold"][metric] <= hi
         for metric, thr in row["threshold"].items():
             assert row["min_nn_distance"][metric] >= thr
+        review = row["release_review"]  # nobody reviews in a simulation: the certificate says so, signed
+        assert review["automatic"] and review["reviewer"] == "automatic (simulation)" and review["withheld"] == 0
+    html = (study["out"] / "report.html").read_text()
+    assert "Release review at the sites" in html and "released automatically (simulation)" in html
     from fedsynth.federation.pool import SyntheticPool
     from fedsynth.privacy import parse_certificate
 

@@ -497,3 +497,47 @@ def test_a_site_crashing_in_local_only_or_in_evaluation_is_dropped_named_and_the
     assert set(st.roster.missing) == {"site-2", "site-3"}
     assert set(st.state.evaluations["local-site-1"]) == {"site-1"}
     assert st.report().missing_sites == st.roster.missing
+
+
+def _reviewing(site_id, bundle, undecided: int):
+    """A site whose reviewer decides after ``undecided`` publish requests (it answers "pending" until then)."""
+    honest, asked = _site(site_id, bundle), {"n": 0}
+
+    def answer(msg):
+        if msg.metadata.message_type == P.MSG_PUBLISH and asked["n"] < undecided:
+            asked["n"] += 1
+            return P.PublishChunk(site_id=site_id, offset=0, n_total=0, quota_met=False, n_accepted=0,
+                                  n_rejected=0, acceptance_rate=0.0, images=np.zeros((0, 32, 32), np.float32),
+                                  pending=True).to_content()
+        return honest(msg)
+
+    answer.site_id = site_id
+    return answer
+
+
+def test_the_coordinator_waits_for_a_sites_release_review_then_pools_it(tmp_path, monkeypatch):
+    import fedsynth.federation.phases.publish as publish_phase
+
+    keys, b = _bundles(tmp_path, 2)
+    st = _study(tmp_path, {10: _site("site-1", b[1]), 20: _reviewing("site-2", b[2], undecided=3)}, keys)
+    slept = []
+    monkeypatch.setattr(publish_phase.time, "sleep", slept.append)
+    st.roster.connect()
+    st._publish()
+    assert st.ctx.pool.sites() == ["site-1", "site-2"] and not st.state.rejected_bundles
+    assert slept == [st.spec.scenario.publish.review_poll_s] * 3  # asked again every poll until decided
+
+
+def test_an_undecided_review_becomes_a_rejected_bundle_at_the_timeout_not_a_dropped_site(tmp_path, monkeypatch):
+    import fedsynth.federation.phases.publish as publish_phase
+
+    keys, b = _bundles(tmp_path, 2)
+    st = _study(tmp_path, {10: _site("site-1", b[1]), 20: _reviewing("site-2", b[2], undecided=10**6)}, keys)
+    clock = {"t": 0.0}
+    monkeypatch.setattr(publish_phase.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(publish_phase.time, "sleep", lambda s: clock.__setitem__("t", clock["t"] + s))
+    st.roster.connect()
+    st._publish()
+    assert st.ctx.pool.sites() == ["site-1"]
+    assert "release review not decided within" in st.state.rejected_bundles["site-2"]
+    assert "site-2" not in st.roster.missing

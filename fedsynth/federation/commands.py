@@ -8,6 +8,10 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fedsynth.federation.live_page import LoopbackServer
 
 __all__ = ["register"]
 
@@ -77,26 +81,42 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _study_page(args: argparse.Namespace) -> int:
+def _serve_until_interrupted(server: LoopbackServer, what: str) -> int:
     from fedsynth.errors import ConfigError
-    from fedsynth.federation.live_page import LivePage
 
-    if not args.dir.is_dir():
-        raise ConfigError(f"{args.dir}: no such study directory")
-    page = LivePage(args.dir, host=args.host, port=args.port)
     try:
-        url = page.start()
+        url = server.start()
     except OSError as err:
-        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
-    print(f"live page of {args.dir}: {url} (Ctrl-C stops it)")
+        raise ConfigError(f"cannot listen on {server.host}:{server.port}: {err.strerror or err}") from None
+    print(f"{what}: {url} (Ctrl-C stops it)")
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
-        page.stop()
+        server.stop()
     return 0
+
+
+def _site_review(args: argparse.Namespace) -> int:
+    from fedsynth.federation.live_page import LoopbackServer
+    from fedsynth.federation.release_review import build_review_app, pending_reviews
+    from fedsynth.federation.site_session import resolve_site
+
+    runtime = resolve_site({"site-config": str(args.config)})
+    n = len(pending_reviews(runtime.workdir))
+    server = LoopbackServer(build_review_app(runtime), args.host, args.port, name="release review")
+    return _serve_until_interrupted(server, f"release review of {runtime.site_id} ({n} bundle(s) waiting)")
+
+
+def _study_page(args: argparse.Namespace) -> int:
+    from fedsynth.errors import ConfigError
+    from fedsynth.federation.live_page import LivePage
+
+    if not args.dir.is_dir():
+        raise ConfigError(f"{args.dir}: no such study directory")
+    return _serve_until_interrupted(LivePage(args.dir, host=args.host, port=args.port), f"live page of {args.dir}")
 
 
 def _certs(args: argparse.Namespace) -> int:
@@ -209,6 +229,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; anything else exposes the page beyond this machine)")
     w.set_defaults(func=_study_page)
+
+    r = sub.add_parser(
+        "site-review",
+        help="site: serve the release review page on loopback (bundles wait here when [privacy] review = true)",
+        description="Show each image the gate accepted for a pending publish request beside its nearest real "
+        "training slices and distances; release or withhold image by image, or reject the whole bundle. The "
+        "decision is final and goes into WORKDIR/review/audit.jsonl; the coordinator gets the released images, "
+        "signed, on its next request. Runs until Ctrl-C.",
+    )
+    r.add_argument("--config", required=True, type=Path, help="the site TOML")
+    r.add_argument("--port", type=int, default=8790, help="port (default 8790; 0 = a free one)")
+    r.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; the page shows real patient slices: keep it local)")
+    r.set_defaults(func=_site_review)
 
     c = sub.add_parser(
         "certs",

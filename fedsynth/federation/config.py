@@ -88,6 +88,8 @@ class PublishSettings(StrictModel):
     max_candidates: int | None = Field(
         None, ge=1, description="candidates the gate may draw before giving up; None = 4 x quota"
     )
+    review_poll_s: float = Field(10.0, gt=0, description="while a site's bundle waits for its release review, "
+                                 "ask again this often (up to site_timeout_s)")
     chunk_images: int = Field(
         256, ge=1, description="images per publish reply (a bundle is fetched in chunks and reassembled)"
     )

@@ -31,7 +31,7 @@ from typing import Any
 
 from fedsynth.federation.study_dir import StudyLayout
 
-__all__ = ["LivePage", "build_app", "study_status"]
+__all__ = ["LivePage", "LoopbackServer", "build_app", "study_status"]
 
 log = logging.getLogger(__name__)
 
@@ -204,29 +204,32 @@ def build_app(out: Path) -> Any:
     ])
 
 
-class LivePage:
-    """The page for one study directory, served by uvicorn in a background thread."""
+class LoopbackServer:
+    """A Starlette app served by uvicorn in a background thread, on loopback unless the operator names a host.
 
-    def __init__(self, out: Path, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.out, self.host, self.port = Path(out), host, int(port)
+    Shared by the live study page and the site's release review page.
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, name: str = "page") -> None:
+        self.app, self.host, self.port, self.name = app, host, int(port), name
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> str:
-        """Bind (``port`` 0: a free one), serve in the background, and return the page's URL."""
+        """Bind (``port`` 0: a free one), serve in the background, and return the base URL."""
         import uvicorn
 
         if self.host not in _LOOPBACK:
-            log.warning("live page: listening on %s, reachable beyond this machine (asked for)", self.host)
+            log.warning("%s: listening on %s, reachable beyond this machine (asked for)", self.name, self.host)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = int(sock.getsockname()[1])
-        config = uvicorn.Config(build_app(self.out), log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True,
-                                        name="fedsynth-live-page")
+                                        name=f"fedsynth-{self.name}")
         self._thread.start()
         deadline = time.time() + 10
         while not self._server.started and self._thread.is_alive() and time.time() < deadline:
@@ -240,6 +243,14 @@ class LivePage:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+class LivePage(LoopbackServer):
+    """The live page of one study directory (see the module docstring)."""
+
+    def __init__(self, out: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.out = Path(out)
+        super().__init__(build_app(self.out), host, port, name="live page")
 
 
 _PAGE = """<!doctype html>

@@ -28,6 +28,7 @@ from flwr.app import ArrayRecord, RecordDict
 
 from fedsynth.errors import DataError, GateError
 from fedsynth.federation import protocol as P
+from fedsynth.federation.release_review import ReviewPending, open_review, read_decision, review_dir
 from fedsynth.federation.site_session import SiteSession
 from fedsynth.io_utils import atomic_dir, write_json_atomic
 
@@ -102,7 +103,7 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, np.
     error publishes nothing.
     """
     from fedsynth.generative import load_generator
-    from fedsynth.privacy import PrivacyGate, SignedCertificate, load_private_key, sign_certificate
+    from fedsynth.privacy import SignedCertificate, load_private_key, sign_certificate
 
     policy = s.runtime.policy
     cfg = policy.apply(req.gate, req.quota, req.max_attempts)  # PolicyRefusal before anything is generated
@@ -126,6 +127,54 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, np.
             log.info("site %s: re-sending the cached published bundle", s.site_id)
             comps = np.load(comp_path) if req.companions else None
             return np.load(img_path), comps, SignedCertificate.model_validate(cached["signed"]), cached["stats"]
+    rdir = review_dir(s.runtime.workdir, req.study_id, req.nonce) if policy.review and not s.runtime.simulated \
+        else None
+    if rdir is not None and rdir.exists():
+        accepted, companions, cert, stats = _reviewed(s, rdir)
+    else:
+        accepted, companions, cert, stats, nearest = _gate_bundle(s, req, cfg, gen, steps)
+        if rdir is not None:
+            open_review(rdir, study_id=req.study_id, nonce=req.nonce, images=accepted, companions=companions,
+                        certificate_json=cert.model_dump_json(exclude_unset=True), nearest=nearest, stats=stats)
+            log.warning("site %s: %d images wait for release review (fedsynth site-review --config <site TOML>)",
+                        s.site_id, len(accepted))
+            raise ReviewPending(f"site {s.site_id}: the bundle waits for release review")
+        if policy.review:  # a simulation: nobody reviews, and the certificate says so
+            from fedsynth.privacy import ReleaseReview
+
+            cert = _released(cert, ReleaseReview(reviewer="automatic (simulation)", decided=_utc_now(),
+                                                 automatic=True))
+    if not req.companions:
+        companions = None
+    elif companions is None or len(companions) != len(accepted):
+        raise GateError(f"site {s.site_id}: the gate certified no companion for some published image")
+    signed = sign_certificate(cert, load_private_key(s.runtime.signing_key), site_id=s.site_id,
+                              study_id=req.study_id, nonce=req.nonce, policy_digest=policy.digest())
+    with atomic_dir(img_path.parent) as tmp:
+        np.save(tmp / img_path.name, accepted, allow_pickle=False)
+        if companions is not None:
+            np.save(tmp / comp_path.name, companions, allow_pickle=False)
+        (tmp / cert_path.name).write_text(
+            json.dumps({"request": request, "signed": signed.model_dump(mode="json"), "stats": stats}),
+            encoding="utf-8")
+    return accepted, companions, signed, stats
+
+
+def _utc_now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+def _gate_bundle(s: SiteSession, req: P.PublishRequest, cfg: Any, gen: Any, steps: int | None
+                 ) -> tuple[np.ndarray, np.ndarray | None, Any, dict[str, Any], list[dict[str, Any]]]:
+    """Generate through the gate and audit what it accepted; unsigned.
+
+    Returns (accepted, their companions or None, certificate, stats, nearest
+    real slice per metric of each accepted image: what a reviewer sees).
+    """
+    from fedsynth.privacy import PrivacyGate
+
     store = s.store()
     learned = "learned_copy" in cfg.metrics
     train = store.train_images()
@@ -154,24 +203,47 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, np.
     if req.two_sample:
         update["quality"] = _two_sample(store, accepted, req.seed)
     cert = res.certificate.model_copy(update=update)
-    signed = sign_certificate(cert, load_private_key(s.runtime.signing_key), site_id=s.site_id,
-                              study_id=req.study_id, nonce=req.nonce, policy_digest=policy.digest())
     stats = {"n-accepted": int(len(accepted)), "quota-met": bool(res.quota_met),
              "acceptance-rate": float(res.acceptance_rate),
              "n-rejected": int(res.n_candidates - len(accepted))}
-    companions = None
-    if req.companions:
-        if res.companions is None or len(res.companions) != len(accepted):
-            raise GateError(f"site {s.site_id}: the gate certified no companion for some published image")
-        companions = np.ascontiguousarray(res.companions, dtype=np.float32)
-    with atomic_dir(img_path.parent) as tmp:
-        np.save(tmp / img_path.name, accepted, allow_pickle=False)
-        if companions is not None:
-            np.save(tmp / comp_path.name, companions, allow_pickle=False)
-        (tmp / cert_path.name).write_text(
-            json.dumps({"request": request, "signed": signed.model_dump(mode="json"), "stats": stats}),
-            encoding="utf-8")
-    return accepted, companions, signed, stats
+    companions = None if res.companions is None else np.ascontiguousarray(res.companions, dtype=np.float32)
+    nearest = [{m: {"distance": e[m]["distance"], "reference_index": e[m]["reference_index"]} for m in cfg.metrics}
+               for e in res.audit["candidates"] if e["accepted"]]
+    return accepted, companions, cert, stats, nearest
+
+
+def _released(cert: Any, review: Any) -> Any:
+    """``cert`` with the reviewer's decision: only the images not withheld are published, summary recounted."""
+    withheld = set(review.withheld)
+    kept = [c for c in cert.images if c.accepted and c.digest not in withheld]
+    summary = cert.summary.model_copy(update={
+        "n_published": len(kept), "quota_met": len(kept) >= cert.summary.quota,
+        "min_nearest_published": {m: min((c.nn_distance[m] for c in kept), default=None) for m in cert.metrics}})
+    return cert.model_copy(update={"review": review, "published": [c.digest for c in kept], "summary": summary})
+
+
+def _reviewed(s: SiteSession, rdir: Path) -> tuple[np.ndarray, np.ndarray | None, Any, dict[str, Any]]:
+    """The bundle as the site's reviewer decided it; ReviewPending while undecided, GateError if rejected."""
+    from fedsynth.digests import array_digest
+    from fedsynth.privacy import ReleaseReview, parse_certificate
+
+    decision = read_decision(rdir)
+    if decision is None:
+        raise ReviewPending(f"site {s.site_id}: the bundle waits for release review")
+    if decision.rejected:
+        raise GateError(f"site {s.site_id}: the site's reviewer ({decision.reviewer}) withheld the whole bundle")
+    images = np.load(rdir / "candidates.npy")
+    comps = np.load(rdir / "companions.npy") if (rdir / "companions.npy").is_file() else None
+    digests = [array_digest(x) for x in images]
+    keep = np.array([d in set(decision.released) for d in digests])
+    cert = parse_certificate(json.loads((rdir / "certificate.json").read_text(encoding="utf-8")))
+    review = ReleaseReview(reviewer=decision.reviewer, decided=decision.decided,
+                           withheld=[d for d, k in zip(digests, keep, strict=True) if not k])
+    cert = _released(cert, review)
+    cert.check_consistency()
+    stats = {**json.loads((rdir / "meta.json").read_text(encoding="utf-8"))["stats"],
+             "n-accepted": int(keep.sum()), "n-withheld": int((~keep).sum())}
+    return images[keep], None if comps is None else comps[keep], cert, stats
 
 
 def _copy_detector(s: SiteSession, store: Any, train: np.ndarray) -> Any:
@@ -246,7 +318,12 @@ def publish(s: SiteSession, req: P.PublishRequest) -> P.PublishChunk:
     site, so later chunks (and a restarted coordinator) read the same bundle.
     The signed certificate travels with the chunk at offset 0 only.
     """
-    images, companions, signed, stats = _make_bundle(s, req)
+    try:
+        images, companions, signed, stats = _make_bundle(s, req)
+    except ReviewPending:
+        size = int(s.store().images.shape[-1])
+        return P.PublishChunk(site_id=s.site_id, offset=0, n_total=0, quota_met=False, n_accepted=0, n_rejected=0,
+                              acceptance_rate=0.0, images=np.zeros((0, size, size), np.float32), pending=True)
     chunk = req.chunk_images or len(images)
     if not 0 <= req.offset < max(len(images), 1):
         raise P.ProtocolError(f"publish offset {req.offset} outside a bundle of {len(images)}")

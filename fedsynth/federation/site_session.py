@@ -51,6 +51,7 @@ class SiteRuntime:
     torch_threads: int = 0
     audit_dir: Path | None = None
     policy: GatePolicy = field(default_factory=GatePolicy)
+    simulated: bool = False  # a site of `fedsynth simulate`: nobody is there to review a release
 
     @property
     def site_id(self) -> str:
@@ -90,7 +91,7 @@ def resolve_site(
         )
     cfg = simulated_site(spec.out, spec.scenario, int(node_config["partition-id"]) + 1)
     return SiteRuntime(cfg, find_private_key(site_key_dir(cfg.workdir)), 1, spec.audit_dir,
-                       spec.scenario.policy_of(cfg.id))
+                       spec.scenario.policy_of(cfg.id), simulated=True)
 
 
 @dataclass

@@ -28,6 +28,7 @@ exports = {
     "PrivacyGate": "fedsynth.privacy.gate",
     "ReferenceIndex": "fedsynth.privacy.search",
     "SignedCertificate": "fedsynth.privacy.certificate",
+    "ReleaseReview": "fedsynth.privacy.certificate",
     "canonical_json": "fedsynth.privacy.signing",
     "fingerprint": "fedsynth.digests:array_digest",
     "generate_site_key": "fedsynth.privacy.signing",

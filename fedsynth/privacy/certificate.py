@@ -34,6 +34,7 @@ __all__ = [
     "Companions",
     "MetricThreshold",
     "ReferenceSet",
+    "ReleaseReview",
     "SignedCertificate",
     "Summary",
     "parse_certificate",
@@ -85,6 +86,20 @@ class Companions(_Part):
 
     required: bool = False
     checked: bool = False
+
+
+class ReleaseReview(_Part):
+    """A person's release decision at the site (``[privacy] review = true``): who, when, what was withheld.
+
+    The gate accepted every image it certifies; the reviewer may withhold
+    some of them, which are then not published (``published`` lists the
+    released ones only). ``automatic``: a simulation, where nobody reviews.
+    """
+
+    reviewer: str = Field(..., min_length=1, max_length=200)
+    decided: str
+    automatic: bool = False
+    withheld: list[str] = Field(default_factory=list)
 
 
 class CandidateRecord(_Part):
@@ -146,6 +161,7 @@ class Certificate(_Part):
     quality: dict[str, Any] | None = None  # the site's two-sample test of what it publishes (generative.two_sample)
     # pixel edge (mm) the published images stand for: the median of the generator's training slices
     pixel_mm: float | None = Field(None, gt=0.0)
+    review: ReleaseReview | None = None  # the site's release review, when its policy requires one
 
     def body(self) -> dict[str, Any]:
         """The JSON object that is signed: every field the maker set, nothing it left out."""
@@ -166,14 +182,20 @@ class Certificate(_Part):
         except KeyError as err:
             raise GateError(f"malformed certificate: candidate {candidate.index} has no {err} distance") from None
 
+    def _released(self) -> list[CandidateRecord]:
+        """The accepted candidates the site's reviewer did not withhold, in order."""
+        withheld = set(self.review.withheld) if self.review is not None else set()
+        return [c for c in self.images if c.accepted and c.digest not in withheld]
+
     def published_companions(self) -> list[str | None]:
         """Per published image, the digest of its certified companion (None where the gate saw none)."""
-        return [c.companion_digest for c in self.images if c.accepted]
+        return [c.companion_digest for c in self._released()]
 
     def check_consistency(self) -> None:
         """Every published image was accepted, and every decision follows from the distances; else GateError."""
-        accepted = [c for c in self.images if c.accepted]
-        if [c.digest for c in accepted] != self.published:
+        if self.review is not None and not set(self.review.withheld) <= {c.digest for c in self.images if c.accepted}:
+            raise GateError("the review withholds an image the gate did not accept")
+        if [c.digest for c in self._released()] != self.published:
             raise GateError("published digests do not match the accepted candidates")
         for c in self.images:
             if self.companions.required and c.nn_distance_companion is None:

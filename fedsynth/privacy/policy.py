@@ -42,7 +42,7 @@ class PolicyRefusal(GateError):
 
 #: Policy fields added later; left out of the digest while at their defaults, so the digests of policies
 #: registered before they existed stay valid.
-_LATER_FIELDS = ("min_rotation_deg", "min_scale_change", "require_subpixel_shifts", "copy_detector")
+_LATER_FIELDS = ("min_rotation_deg", "min_scale_change", "require_subpixel_shifts", "copy_detector", "review")
 
 
 class GatePolicy(StrictModel):
@@ -66,6 +66,8 @@ class GatePolicy(StrictModel):
     min_scale_change: float = Field(0.0, ge=0.0, le=0.5, description="the transform grid must include scales of "
                                     "at most 1 - x and at least 1 + x (0: no requirement)")
     require_subpixel_shifts: bool = Field(False, description="the transform grid must include half-pixel shifts")
+    review: bool = Field(False, description="a person at the site approves each bundle before it leaves "
+                         "(`fedsynth site-review`); in a simulation it is approved automatically and the report says so")
     max_images: int = Field(10_000, ge=1, description="most accepted images one study may ask for")
     max_candidates: int = Field(50_000, ge=1, description="most candidates one study may have the gate draw")
     copy_detector: DetectorConfig = Field(

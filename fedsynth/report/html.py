@@ -240,6 +240,22 @@ def _memorisation(rep: ReportModel) -> str:
     return f"<h2>Memorisation</h2><table>{head}{''.join(rows)}</table>{note}"
 
 
+def _release_review(rep: ReportModel) -> str:
+    """Per site: who released its bundle (or that a simulation released it without anyone looking)."""
+    rows = []
+    for site, row in sorted(rep.privacy.items()):
+        r = row.model_dump().get("release_review")
+        if not r:
+            continue
+        who = "nobody: released automatically (simulation)" if r.get("automatic") else _e(r.get("reviewer", ""))
+        rows.append(f"<tr><td>{_e(site)}</td><td style='text-align:left'>{who}</td><td>{_e(r.get('decided', ''))}"
+                    f"</td><td>{int(r.get('withheld', 0))}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>Release review at the sites</h2><table><tr><th>site</th><th>released by</th><th>when (UTC)</th>"
+            f"<th>images withheld</th></tr>{''.join(rows)}</table>")
+
+
 def _kv_table(data: Mapping[str, Any]) -> str:
     if not data:
         return "<p>–</p>"
@@ -317,6 +333,7 @@ are description only.</p>
 {_figures(figures_inputs)}
 {_two_sample(rep)}
 {_memorisation(rep)}
+{_release_review(rep)}
 <h2>Privacy gate</h2>{_kv_table(privacy)}
 <h2>Communication (bytes)</h2>{_kv_table(rep.communication_bytes)}
 <h2>Wall time (s)</h2>{_kv_table(wall)}

@@ -17,6 +17,7 @@ is named under ``rejected_bundles``.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fedsynth.errors import GateError
@@ -64,6 +65,7 @@ def publish(
                     heads[s.site_id] = (s, P.PublishChunk.from_content(first[s.site_id].content))
                 except P.ProtocolError as err:
                     _refuse(s.site_id, f"malformed publish reply: {err}", rejected)
+        _await_reviews(run, heads, request, rejected)
         for site_id, (images, companions) in _fetch_bundles(run, heads, request, rejected).items():
             s, head = heads[site_id]
             _pool_bundle(run, s, head, images, companions, request, rejected, generators.get(site_id))
@@ -72,6 +74,48 @@ def publish(
         raise StudyError("no site published an accepted bundle; the pool is empty ("
                          + "; ".join(f"{k}: {v}" for k, v in sorted(rejected.items())) + ")")
     return rows
+
+
+def _await_reviews(run: StudyRun, heads: dict[str, tuple[Site, P.PublishChunk]], request: P.PublishRequest,
+                   rejected: dict[str, str]) -> None:
+    """Ask sites whose bundle waits for their reviewer again every ``review_poll_s`` until decided or timed out.
+
+    A site's release review is a person deciding; the study waits for it (up
+    to the site timeout) instead of dropping the site. A bundle still
+    undecided then, or rejected by the reviewer, is a rejected bundle: the
+    site stays in the study for the baselines. ``heads`` is updated in place.
+    """
+    pending = sorted(sid for sid, (_, head) in heads.items() if head.pending)
+    if not pending:
+        return
+    poll = run.spec.scenario.publish.review_poll_s
+    deadline = time.monotonic() + run.timeout_s
+    log.warning("%s: the bundle waits for release review at the site; asking again every %.0f s for up to %.0f s",
+                ", ".join(pending), poll, run.timeout_s)
+    while pending:
+        if time.monotonic() + poll > deadline:
+            for sid in pending:
+                heads.pop(sid)
+                _refuse(sid, f"release review not decided within {run.timeout_s:.0f} s", rejected)
+            return
+        time.sleep(poll)
+        sites = [heads[sid][0] for sid in pending]
+        rep = run.roster.ask(sites, P.MSG_PUBLISH, lambda s: request.to_content(), run.timeout_s, errors=rejected)
+        for s in sites:
+            try:
+                if s.site_id not in rep:
+                    raise P.ProtocolError(rejected.get(s.site_id, "no reply"))
+                head = P.PublishChunk.from_content(rep[s.site_id].content)
+            except P.ProtocolError as err:
+                heads.pop(s.site_id)
+                pending.remove(s.site_id)
+                if s.site_id not in rejected:
+                    _refuse(s.site_id, f"malformed publish reply: {err}", rejected)
+                continue
+            heads[s.site_id] = (s, head)
+            if not head.pending:
+                pending.remove(s.site_id)
+                log.info("site %s: release review decided", s.site_id)
 
 
 def answers_request(cert: Any, request: P.PublishRequest, site: Site, generator_hash: str | None) -> None:
@@ -210,6 +254,9 @@ def privacy_row(run: StudyRun, site_id: str, rejected: dict[str, str]) -> dict[s
         "memorisation": cert.memorisation,
         "candidates_flagged": _candidates_flagged(cert),
         "two_sample": cert.quality,
+        "release_review": None if cert.review is None else {
+            "reviewer": cert.review.reviewer, "automatic": cert.review.automatic, "decided": cert.review.decided,
+            "withheld": len(cert.review.withheld)},
     }
 
 

@@ -232,12 +232,14 @@ class PublishChunk:
     images: np.ndarray
     signed: SignedCertificate | None = None
     companions: np.ndarray | None = None  # the same range of the certified companions, when they were asked for
+    pending: bool = False  # the site's reviewer has not decided yet: ask again later (no images, no certificate)
 
     def to_content(self) -> RecordDict:
         content = RecordDict({
             IMAGES_KEY: images_to_record(self.images),
             SITE_KEY: ConfigRecord({"site-id": self.site_id, "quota-met": bool(self.quota_met),
-                                    "offset": int(self.offset), "n-total": int(self.n_total)}),
+                                    "offset": int(self.offset), "n-total": int(self.n_total),
+                                    "pending-review": bool(self.pending)}),
             METRICS_KEY: MetricRecord({"n-accepted": int(self.n_accepted), "n-rejected": int(self.n_rejected),
                                        "acceptance-rate": float(self.acceptance_rate)}),
         })
@@ -265,7 +267,8 @@ class PublishChunk:
                        acceptance_rate=float(metrics.get("acceptance-rate", 0.0)),
                        images=record_to_images(_record(content, IMAGES_KEY)), signed=signed,
                        companions=(record_to_images(_record(content, COMPANIONS_KEY))
-                                   if COMPANIONS_KEY in content else None))
+                                   if COMPANIONS_KEY in content else None),
+                       pending=bool(head.get("pending-review", False)))
         except (KeyError, TypeError, ValueError) as err:
             raise ProtocolError(f"malformed publish reply ({type(err).__name__}: {err})") from None
 
