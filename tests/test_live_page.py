@@ -159,3 +159,17 @@ def test_the_terminal_view_draws_phases_sites_and_time(study_dir: Path) -> None:
     assert re.search(r"✓\s+train-generators\s+1 min 40 s", text) and re.search(r"▶\s+synthetic-pool\s+42", text)
     assert re.search(r"·\s+fedavg", text)
     assert "time left: estimating" in text and "left the study: site-3" in text
+
+
+def test_off_a_terminal_each_phase_is_one_line_once(study_dir: Path) -> None:
+    import io
+
+    from fedsynth.federation.live_view import PhaseLines
+
+    buf = io.StringIO()
+    lines = PhaseLines(study_dir, stream=buf)
+    lines._emit()
+    lines._emit()  # nothing changed: nothing new
+    out = buf.getvalue().splitlines()
+    assert out == ["phase setup: done in 3.0 s", "phase train-generators: done in 1 min 40 s",
+                   "phase publish: done in 10.0 s", "phase synthetic-pool: running"]

@@ -62,6 +62,14 @@ def _evaluate(s: SiteSession, msg: Message, context: Context) -> RecordDict:
     return act.evaluate(s, P.EvaluateRequest.from_content(msg.content), P.weights_of(msg.content)).to_content()
 
 
+def _simulated_study(context: Context) -> Path | None:
+    """The study directory of a site simulated by ``flwr run`` (``out`` in the run config), else None."""
+    out = str(context.run_config.get("out", "") or "")
+    if not out or "partition-id" not in context.node_config or "site-config" in context.node_config:
+        return None
+    return Path(out)
+
+
 def build_client_app(study_dir: Path | None = None, audit: bool = True) -> ClientApp:
     """The site app with its handlers registered.
 
@@ -73,8 +81,9 @@ def build_client_app(study_dir: Path | None = None, audit: bool = True) -> Clien
 
     def safe(handler: Handler) -> Callable[[Message, Context], Message]:
         def wrapped(msg: Message, context: Context) -> Message:
-            if study_dir is not None:  # a simulated site: its log goes into the study directory
-                log_to_file(StudyLayout(study_dir).site_log)
+            simulated = study_dir or _simulated_study(context)
+            if simulated is not None:  # a simulated site: its log goes into the study directory
+                log_to_file(StudyLayout(simulated).site_log)
             try:
                 return Message(handler(site_session(context, study_dir), msg, context), reply_to=msg)
             except PolicyRefusal as err:  # built from config values only: the coordinator must see why

@@ -43,11 +43,13 @@ def _simulate(args: argparse.Namespace) -> int:
 
         print(f"  {scenario.cohort.splits} patient splits, each a whole study: {args.out}/split-<k>/")
         run = run_split_study
+    from fedsynth.federation.live_view import LiveView, PhaseLines
+
     view: contextlib.AbstractContextManager = contextlib.nullcontext()
     if live:
-        from fedsynth.federation.live_view import LiveView
-
         view = LiveView(Path(args.out))
+    elif not args.verbose:
+        view = PhaseLines(Path(args.out))
     try:
         with view:
             report = run(scenario, Path(args.out), cpus_per_site=args.cpus_per_site,

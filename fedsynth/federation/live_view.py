@@ -26,7 +26,7 @@ from typing import Any
 
 from fedsynth.federation.names import Method, Phase
 
-__all__ = ["LiveView", "estimate_remaining", "phase_kind", "render"]
+__all__ = ["LiveView", "PhaseLines", "estimate_remaining", "phase_kind", "render"]
 
 _METHODS = {m.value for m in Method}  # the phases that train a downstream method (local-only included)
 _SMALL = {Phase.SETUP.value, Phase.PUBLISH.value, Phase.EVALUATION.value, Phase.REPORT.value}
@@ -144,3 +144,51 @@ class LiveView:
         if self._live is not None:
             self._live.refresh()
             self._live.stop()
+
+
+class PhaseLines:
+    """Off a terminal: one line per phase start and end, read from the study directory every ``poll_s``.
+
+    The coordinator runs in Flower's simulation process, so its own log
+    lines reach only the log file; this prints what a CI log or a pipe needs.
+    """
+
+    def __init__(self, out: Path, poll_s: float = 2.0, stream: Any = None) -> None:
+        import sys
+        import threading
+
+        self.out, self.poll_s = Path(out), poll_s
+        self.stream = stream or sys.stderr
+        self._seen: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="fedsynth-phase-lines")
+
+    def _emit(self) -> None:
+        from fedsynth.federation.live_page import study_status
+
+        status = study_status(self.out)
+        split = status.get("mode", "").partition("(")[2].rstrip(")")  # "split-1" in a study of re-splits
+        prefix = f"{split} " if split else ""
+        for p in status.get("phases", []):
+            key = f"{split}/{p['name']}"
+            if self._seen.get(key) == p["state"] or p["state"] == "waiting":
+                continue
+            if p["state"] == "running":
+                print(f"{prefix}phase {p['name']}: running", file=self.stream, flush=True)
+            elif p["state"] == "done":
+                print(f"{prefix}phase {p['name']}: done in {_duration(p.get('seconds'))}", file=self.stream,
+                      flush=True)
+            self._seen[key] = p["state"]
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self._emit()
+
+    def __enter__(self) -> PhaseLines:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._emit()

@@ -16,8 +16,10 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedsynth.errors import FedsynthError
 from fedsynth.federation.study import Study
-from fedsynth.federation.study_dir import resolve_study
+from fedsynth.federation.study_dir import StudyLayout, resolve_study
+from fedsynth.io_utils import write_bytes_atomic
 from fedsynth.runtime import setup_logging
 
 __all__ = ["app", "build_server_app"]
@@ -35,7 +37,11 @@ def build_server_app(study_dir: Path | None = None) -> ServerApp:
         setup_logging(only_if_unconfigured=True)  # `flwr run`: make phase/site progress reach the log stream
         spec = resolve_study(dict(context.run_config), study_dir)
         log.info("study %s (%s) in %s", spec.scenario.name, spec.mode, spec.out)
-        Study(grid, spec).run()
+        try:
+            Study(grid, spec).run()
+        except FedsynthError as err:  # `flwr run` shows a traceback; `fedsynth simulate` shows this line
+            write_bytes_atomic(StudyLayout(spec.out).error, f"{type(err).__name__}: {err}\n".encode())
+            raise
 
     return server
 

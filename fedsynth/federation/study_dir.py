@@ -112,6 +112,11 @@ class StudyLayout:
         return self.out / "coordinator" / "state.json"
 
     @property
+    def error(self) -> Path:
+        """The one-line error of a study that failed (written by the coordinator app, read by the CLI)."""
+        return self.out / "coordinator" / "error.txt"
+
+    @property
     def progress(self) -> Path:
         """The request the coordinator is waiting on, site by site (rewritten as it changes)."""
         return self.out / "coordinator" / "progress.json"
