@@ -16,22 +16,9 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from fedsynth.federation import protocol as P
 from fedsynth.federation.client_app import build_client_app
-from fedsynth.federation.site_session import clear_sessions
 from fedsynth.privacy import generate_site_key
 
-
-@pytest.fixture(autouse=True)
-def _run_identity():
-    from flwr.supercore.task_identity import TaskIdentity
-
-    names = ("_run_id", "_node_id", "_task_id")
-    old = {n: getattr(TaskIdentity, n) for n in names}
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    clear_sessions()
-    yield
-    clear_sessions()
-    for n, v in old.items():
-        setattr(TaskIdentity, n, v)
+pytestmark = pytest.mark.usefixtures("flower_message_context")
 
 
 def _site_toml(tmp: Path, audit: bool = True) -> Path:

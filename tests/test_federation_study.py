@@ -16,17 +16,7 @@ from fedsynth.federation.config import ScenarioConfig
 from fedsynth.federation.phases.generators import train_generators
 from fedsynth.federation.study import Study, StudyError, StudySpec
 
-
-@pytest.fixture(autouse=True)
-def _run_identity():
-    from flwr.supercore.task_identity import TaskIdentity
-
-    names = ("_run_id", "_node_id", "_task_id")
-    old = {n: getattr(TaskIdentity, n) for n in names}
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    for n, v in old.items():
-        setattr(TaskIdentity, n, v)
+pytestmark = pytest.mark.usefixtures("flower_message_context")
 
 
 class FakeGrid(Grid):

@@ -21,24 +21,13 @@ from flwr.app import Context, Message, RecordDict
 
 from fedsynth.federation import protocol as P
 from fedsynth.federation.client_app import build_client_app
-from fedsynth.federation.site_session import clear_sessions, resolve_site
+from fedsynth.federation.site_session import resolve_site
 from fedsynth.privacy import GateConfig, generate_site_key
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(autouse=True)
-def _run_identity():
-    from flwr.supercore.task_identity import TaskIdentity
-
-    names = ("_run_id", "_node_id", "_task_id")
-    old = {n: getattr(TaskIdentity, n) for n in names}
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    clear_sessions()
-    yield
-    clear_sessions()
-    for n, v in old.items():
-        setattr(TaskIdentity, n, v)
+pytestmark = pytest.mark.usefixtures("flower_message_context")
 
 
 @pytest.fixture(scope="module")

@@ -200,6 +200,12 @@ def _app_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _listen_args(p: argparse.ArgumentParser, port: int, beyond: str) -> None:
+    """``--port`` and ``--host`` of a page served on loopback unless the operator names another address."""
+    p.add_argument("--port", type=int, default=port, help=f"port (default {port}; 0 = a free one)")
+    p.add_argument("--host", default="127.0.0.1", help=f"address to listen on (default 127.0.0.1; {beyond})")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``simulate``, ``certs``, ``site-keys``, ``enrol``, ``policy`` and the ``app-*`` commands."""
     p = sub.add_parser(
@@ -227,9 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "as the study writes it (simulation or deployment), nothing is ever written.",
     )
     w.add_argument("dir", type=Path, metavar="DIR", help="the study directory")
-    w.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = a free one)")
-    w.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; anything else exposes the page beyond this machine)")
+    _listen_args(w, 8765, "anything else exposes the page beyond this machine")
     w.set_defaults(func=_study_page)
 
     r = sub.add_parser(
@@ -241,9 +245,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "signed, on its next request. Runs until Ctrl-C.",
     )
     r.add_argument("--config", required=True, type=Path, help="the site TOML")
-    r.add_argument("--port", type=int, default=8790, help="port (default 8790; 0 = a free one)")
-    r.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; the page shows real patient slices: keep it local)")
+    _listen_args(r, 8790, "the page shows real patient slices: keep it local")
     r.set_defaults(func=_site_review)
 
     c = sub.add_parser(
