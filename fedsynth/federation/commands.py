@@ -112,6 +112,22 @@ def _site_review(args: argparse.Namespace) -> int:
     return _serve_until_interrupted(server, f"release review of {runtime.site_id} ({n} bundle(s) waiting)")
 
 
+def _watch(args: argparse.Namespace) -> int:
+    from fedsynth.errors import ConfigError
+    from fedsynth.federation.live_page import study_status
+    from fedsynth.federation.live_view import LiveView
+
+    if not args.dir.is_dir():
+        raise ConfigError(f"{args.dir}: no such study directory")
+    try:
+        with LiveView(args.dir):
+            while not study_status(args.dir).get("finished"):
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _study_page(args: argparse.Namespace) -> int:
     from fedsynth.errors import ConfigError
     from fedsynth.federation.live_page import LivePage
@@ -235,6 +251,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("dir", type=Path, metavar="DIR", help="the study directory")
     _listen_args(w, 8765, "anything else exposes the page beyond this machine")
     w.set_defaults(func=_study_page)
+
+    v = sub.add_parser(
+        "watch",
+        help="draw the live view of a running study directory on this terminal (simulation or deployment)",
+        description="The same view `fedsynth simulate` draws: phases with their times, the current request "
+        "site by site, elapsed and time left; read from DIR as the coordinator writes it, until the study's "
+        "report is written or Ctrl-C. For a coordinator run with `flwr run ... --stream`, in a second terminal.",
+    )
+    v.add_argument("dir", type=Path, metavar="DIR", help="the study directory")
+    v.set_defaults(func=_watch)
 
     r = sub.add_parser(
         "site-review",

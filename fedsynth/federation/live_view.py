@@ -102,7 +102,7 @@ def render(status: dict[str, Any]) -> Any:
         detail = Text()
         if p["state"] == "running" and request.get("sites"):
             detail.append(f"{request.get('message', '')}: ", style="dim")
-            for site, state in request["sites"].items():
+            for site, state in sorted(request["sites"].items()):
                 sign, colour = _SITE.get(state, ("?", "dim"))
                 detail.append(f"{site} {sign}  ", style=colour)
             if request.get("open"):
