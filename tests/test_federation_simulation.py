@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -236,3 +237,31 @@ def test_rerun_resumes_without_redoing_finished_work(study):
     assert time.perf_counter() - t0 < study["first_s"]
     assert sorted((study["out"] / "pool" / "objects").glob("*.npy")) == pool_before
     assert report["methods"]["fedavg"]["pooled"] == study["report"]["methods"]["fedavg"]["pooled"]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium not installed")
+def test_the_live_page_of_the_study_shows_it_finished_with_its_certificates_and_report(study):
+    """The page a coordinator opens, on the study that just ran: every phase done, each site's certificate, the report."""
+    import re
+    import subprocess
+    import urllib.request
+
+    from fedsynth.federation.live_page import LivePage
+
+    page = LivePage(study["out"])
+    url = page.start()
+    try:
+        dom = subprocess.run([shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
+                              "--virtual-time-budget=5000", "--dump-dom", url], capture_output=True,
+                             timeout=120).stdout.decode()
+        with urllib.request.urlopen(url + "report.html", timeout=30) as r:  # noqa: S310 - loopback, this test's
+            assert r.status == 200 and b"Verdicts" in r.read()
+        with urllib.request.urlopen(url + "certificates/site-1", timeout=30) as r:  # noqa: S310
+            assert json.loads(r.read())["certificate"]["binding"]["site_id"] == "site-1"
+    finally:
+        page.stop()
+    visible = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", dom, flags=re.S)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", visible))
+    assert "fedsynth study: tiny" in text and "finished" in text
+    assert text.count(" done ") >= 10 and " running " not in text and " waiting " not in text
+    assert 'href="certificates/site-1"' in dom and 'href="report.html"' in dom and "<polyline" in dom
