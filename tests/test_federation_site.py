@@ -11,34 +11,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fixtures.nifti import make_site
+from fixtures.federation import site_toml
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from fedsynth.federation import protocol as P
 from fedsynth.federation.client_app import build_client_app
-from fedsynth.privacy import generate_site_key
 
 pytestmark = pytest.mark.usefixtures("flower_message_context")
 
 
 def _site_toml(tmp: Path, audit: bool = True) -> Path:
-    data = make_site(tmp / "data", n_patients=4)
-    work = tmp / "work"
-    generate_site_key(work / "keys")
-    toml = tmp / "site.toml"
-    toml.write_text(f'''
-[site]
-id = "hospital-a"
-modality = "ct"
-data_dir = "{data}"
-workdir = "{work}"
-image_size = 32
-train_fraction = 0.5
-[daemon]
-torch_threads = 1
-{f'audit_dir = "{tmp / "outgoing"}"' if audit else ""}
-''')
-    return toml
+    return site_toml(tmp, daemon_keys=f'audit_dir = "{tmp / "outgoing"}"' if audit else "")
 
 
 def _ping(app, context: Context) -> Message:

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.nifti import make_site
+from fixtures.federation import site_toml
 from flwr.app import Context, Message, RecordDict
 
 from fedsynth.federation import protocol as P
 from fedsynth.federation.client_app import build_client_app
 from fedsynth.federation.site_session import resolve_site
-from fedsynth.privacy import GateConfig, generate_site_key
+from fedsynth.privacy import GateConfig
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -34,25 +34,8 @@ pytestmark = pytest.mark.usefixtures("flower_message_context")
 def site(tmp_path_factory) -> dict:
     """A site whose policy requires review, with a tiny generator trained through its ClientApp."""
     tmp = tmp_path_factory.mktemp("review")
-    data = make_site(tmp / "data", n_patients=6)
-    work = tmp / "work"
-    generate_site_key(work / "keys")
-    toml = tmp / "site.toml"
-    toml.write_text(f'''
-[site]
-id = "hospital-a"
-modality = "ct"
-data_dir = "{data}"
-workdir = "{work}"
-image_size = 32
-train_fraction = 0.5
-val_fraction = 0.2
-[daemon]
-torch_threads = 1
-[privacy]
-review = true
-''')
-    return {"toml": toml, "work": work}
+    toml = site_toml(tmp, n_patients=6, site_keys="val_fraction = 0.2", tables="[privacy]\nreview = true\n")
+    return {"toml": toml, "work": tmp / "work"}
 
 
 def _ask(app, ctx, content: RecordDict, kind: str) -> Message:

@@ -114,14 +114,13 @@ def _site_review(args: argparse.Namespace) -> int:
 
 def _watch(args: argparse.Namespace) -> int:
     from fedsynth.errors import ConfigError
-    from fedsynth.federation.live_page import study_status
     from fedsynth.federation.live_view import LiveView
 
     if not args.dir.is_dir():
         raise ConfigError(f"{args.dir}: no such study directory")
     try:
-        with LiveView(args.dir):
-            while not study_status(args.dir).get("finished"):
+        with LiveView(args.dir) as view:  # reads the study once per redraw; the loop only looks at what it drew
+            while not view.finished:
                 time.sleep(1.0)
     except KeyboardInterrupt:
         pass

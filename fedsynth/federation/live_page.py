@@ -47,21 +47,26 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _pool_counts(layout: StudyLayout) -> dict[str, int]:
-    """Pooled images per site, from the manifest opened read-only (nothing when there is no pool yet)."""
+def _manifest(layout: StudyLayout, sql: str, args: tuple = ()) -> list[tuple] | None:
+    """Rows of one query on the pool's manifest, opened read-only; None while there is none (or it is busy)."""
     db_path = layout.pool / "manifest.sqlite"
     if not db_path.is_file():
-        return {}
+        return None
     try:
         db = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
         try:
-            return {str(site): int(n) for site, n in db.execute(
-                "SELECT i.site, COUNT(*) FROM images i JOIN bundles b ON b.id = i.bundle_id "
-                "WHERE b.verified = 1 GROUP BY i.site")}
+            return db.execute(sql, args).fetchall()
         finally:
             db.close()
     except sqlite3.Error:
-        return {}
+        return None
+
+
+def _pool_counts(layout: StudyLayout) -> dict[str, int]:
+    """Pooled images per site (nothing when there is no pool yet)."""
+    rows = _manifest(layout, "SELECT i.site, COUNT(*) FROM images i JOIN bundles b ON b.id = i.bundle_id "
+                             "WHERE b.verified = 1 GROUP BY i.site")
+    return {str(site): int(n) for site, n in rows or ()}
 
 
 def _curves(training: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
@@ -158,19 +163,9 @@ def study_status(out: Path, now: float | None = None) -> dict[str, Any]:
 
 def _certificate(layout: StudyLayout, site: str) -> dict[str, Any] | None:
     """The signed certificate of ``site``'s latest verified bundle, or None."""
-    db_path = layout.pool / "manifest.sqlite"
-    if not db_path.is_file():
-        return None
-    try:
-        db = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
-        try:
-            row = db.execute("SELECT certificate FROM bundles WHERE site = ? AND verified = 1 "
-                             "ORDER BY received DESC LIMIT 1", (site,)).fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return None
-    return json.loads(row[0]) if row else None
+    rows = _manifest(layout, "SELECT certificate FROM bundles WHERE site = ? AND verified = 1 "
+                             "ORDER BY received DESC LIMIT 1", (site,))
+    return json.loads(rows[0][0]) if rows else None
 
 
 def build_app(out: Path) -> Any:

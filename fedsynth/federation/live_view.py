@@ -126,11 +126,14 @@ class LiveView:
         self.console = Console(stderr=True)
         self._refresh_s = refresh_s
         self._live: Any = None
+        self.finished = False  # the last drawn status had the report written
 
     def _view(self) -> Any:
         from fedsynth.federation.live_page import study_status
 
-        return render(study_status(self.out, now=time.time()))
+        status = study_status(self.out, now=time.time())
+        self.finished = bool(status.get("finished"))
+        return render(status)
 
     def __enter__(self) -> LiveView:
         from rich.live import Live

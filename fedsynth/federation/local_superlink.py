@@ -83,7 +83,7 @@ class LocalSuperLink:
 
     def env(self) -> dict[str, str]:
         """The environment of the SuperLink and of ``flwr run``: loopback only, no installs, this FLWR_HOME."""
-        env = {**os.environ, **{k: os.environ.get(k, v) for k, v in LOOPBACK_ENV.items()}}
+        env = {**LOOPBACK_ENV, **os.environ}  # an operator's own setting of one of them wins
         env["FLWR_HOME"] = str(self.home)
         bindir = str(Path(sys.executable).parent)  # the flwr entry points of this interpreter come first
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "")

@@ -30,7 +30,6 @@ which this server never answers).
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import io
 import json
@@ -45,9 +44,10 @@ import numpy as np
 
 from fedsynth.errors import FedsynthError
 from fedsynth.io_utils import atomic_dir, write_json_atomic
+from fedsynth.privacy.certificate import timestamp
 
 __all__ = ["Decision", "ReviewPending", "build_review_app", "decide", "open_review", "pending_reviews",
-           "read_decision", "review_dir"]
+           "read_decision", "read_meta", "review_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,13 @@ def open_review(path: Path, *, study_id: str, nonce: str, images: np.ndarray, co
         (tmp / "certificate.json").write_text(certificate_json, encoding="utf-8")
         write_json_atomic(tmp / "nearest.json", nearest)
         write_json_atomic(tmp / "meta.json", {
-            "study_id": study_id, "nonce": nonce, "opened": _now(), "token": secrets.token_urlsafe(24),
+            "study_id": study_id, "nonce": nonce, "opened": timestamp(), "token": secrets.token_urlsafe(24),
             "stats": stats})
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+def read_meta(path: Path) -> dict[str, Any]:
+    """The review's request, opening time, token and the gate's stats (``meta.json``)."""
+    return json.loads((path / "meta.json").read_text(encoding="utf-8"))
 
 
 def read_decision(path: Path) -> Decision | None:
@@ -111,7 +112,7 @@ def pending_reviews(workdir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if (p / "meta.json").is_file() and not (p / "decision.json").exists()]
-    return sorted(found, key=lambda p: json.loads((p / "meta.json").read_text(encoding="utf-8"))["opened"])
+    return sorted(found, key=lambda p: read_meta(p)["opened"])
 
 
 def decide(path: Path, *, token: str, reviewer: str, released: list[str], reject: bool) -> Decision:
@@ -122,7 +123,7 @@ def decide(path: Path, *, token: str, reviewer: str, released: list[str], reject
     """
     from fedsynth.digests import array_digest
 
-    meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    meta = read_meta(path)
     if not secrets.compare_digest(str(token), str(meta["token"])):
         raise ValueError("this page is out of date or not the site's (wrong review token); reload it")
     if (path / "decision.json").exists():
@@ -137,7 +138,7 @@ def decide(path: Path, *, token: str, reviewer: str, released: list[str], reject
     if not reject and not released:
         raise ValueError("release at least one image, or reject the whole bundle")
     keep = [] if reject else [d for d in candidates if d in set(released)]
-    decision = Decision(reviewer, _now(), keep, bool(reject))
+    decision = Decision(reviewer, timestamp(), keep, bool(reject))
     tmp = path / f".decision-{secrets.token_hex(4)}.json"
     tmp.write_text(json.dumps(decision.__dict__), encoding="utf-8")
     try:
@@ -172,7 +173,7 @@ def _review_html(path: Path, train: np.ndarray) -> str:
 
     from fedsynth.digests import array_digest
 
-    meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    meta = read_meta(path)
     cert = json.loads((path / "certificate.json").read_text(encoding="utf-8"))
     thresholds = {m: v["threshold"] for m, v in cert["metrics"].items()}
     nearest = json.loads((path / "nearest.json").read_text(encoding="utf-8"))

@@ -28,7 +28,13 @@ from flwr.app import ArrayRecord, RecordDict
 
 from fedsynth.errors import DataError, GateError
 from fedsynth.federation import protocol as P
-from fedsynth.federation.release_review import ReviewPending, open_review, read_decision, review_dir
+from fedsynth.federation.release_review import (
+    ReviewPending,
+    open_review,
+    read_decision,
+    read_meta,
+    review_dir,
+)
 from fedsynth.federation.site_session import SiteSession
 from fedsynth.io_utils import atomic_dir, write_json_atomic
 
@@ -140,9 +146,9 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, np.
                         s.site_id, len(accepted))
             raise ReviewPending(f"site {s.site_id}: the bundle waits for release review")
         if policy.review:  # a simulation: nobody reviews, and the certificate says so
-            from fedsynth.privacy import ReleaseReview
+            from fedsynth.privacy.certificate import ReleaseReview, timestamp
 
-            cert = _released(cert, ReleaseReview(reviewer="automatic (simulation)", decided=_utc_now(),
+            cert = _released(cert, ReleaseReview(reviewer="automatic (simulation)", decided=timestamp(),
                                                  automatic=True))
     if not req.companions:
         companions = None
@@ -158,12 +164,6 @@ def _make_bundle(s: SiteSession, req: P.PublishRequest) -> tuple[np.ndarray, np.
             json.dumps({"request": request, "signed": signed.model_dump(mode="json"), "stats": stats}),
             encoding="utf-8")
     return accepted, companions, signed, stats
-
-
-def _utc_now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
 def _gate_bundle(s: SiteSession, req: P.PublishRequest, cfg: Any, gen: Any, steps: int | None
@@ -241,7 +241,7 @@ def _reviewed(s: SiteSession, rdir: Path) -> tuple[np.ndarray, np.ndarray | None
                            withheld=[d for d, k in zip(digests, keep, strict=True) if not k])
     cert = _released(cert, review)
     cert.check_consistency()
-    stats = {**json.loads((rdir / "meta.json").read_text(encoding="utf-8"))["stats"],
+    stats = {**read_meta(rdir)["stats"],
              "n-accepted": int(keep.sum()), "n-withheld": int((~keep).sum())}
     return images[keep], None if comps is None else comps[keep], cert, stats
 

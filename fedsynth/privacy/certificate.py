@@ -17,6 +17,7 @@ the same bytes.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,6 +37,7 @@ __all__ = [
     "ReferenceSet",
     "ReleaseReview",
     "SignedCertificate",
+    "timestamp",
     "Summary",
     "parse_certificate",
 ]
@@ -86,6 +88,11 @@ class Companions(_Part):
 
     required: bool = False
     checked: bool = False
+
+
+def timestamp() -> str:
+    """Now, as certificates state times: UTC, whole seconds, ISO 8601 (``created``, a review's ``decided``)."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
 class ReleaseReview(_Part):

@@ -10,7 +10,6 @@ and nothing is returned to publish.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 from collections.abc import Callable
@@ -23,7 +22,7 @@ import numpy as np
 from fedsynth.digests import array_digest
 from fedsynth.errors import GateError
 from fedsynth.privacy.calibration import calibrate
-from fedsynth.privacy.certificate import FORMAT, AcceptanceMargin, Certificate
+from fedsynth.privacy.certificate import FORMAT, AcceptanceMargin, Certificate, timestamp
 from fedsynth.privacy.config import METRICS, GateConfig
 from fedsynth.privacy.search import ReferenceIndex
 from fedsynth.privacy.transforms import augment, describe, transform_grid
@@ -316,7 +315,7 @@ class PrivacyGate:
         acc = [r for r in records if r["accepted"]]
         return Certificate(
             format=FORMAT,
-            created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+            created=timestamp(),
             fedsynth_version=fedsynth.__version__,
             generator_hash=generator_hash,
             reference={
