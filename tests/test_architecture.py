@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1] / "fedsynth"
 
 #: Top-level modules that form layer 0: the standard library, third parties and each other only.
 PRIMITIVES = frozenset({
-    "__init__", "errors", "config", "io_utils", "progress", "digests", "devices", "runtime", "lazy", "machine_speed",
+    "__init__", "errors", "config", "io_utils", "progress", "digests", "devices", "runtime", "lazy", "machine_speed", "stopping",
 })
 RANKS = {"primitives": 0, "data": 1, "privacy": 2, "generative": 3, "report": 4, "tasks": 5,
          "federation": 6, "cli": 7}

@@ -1,4 +1,4 @@
-"""Tiny LDM: learns, samples in range, deterministic; bad configs are one-line errors."""
+"""Tiny latent generator: learns, samples in range, deterministic; bad configs are one-line errors."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_finished_run_resumed_is_a_noop(trained) -> None:
     work, summary = trained
     before = (work / "model.pt").stat().st_mtime_ns
     again = train_ldm(
-        spot_discs(16), work, load_profile("tiny", image_size=32, ae_epochs=12, unet_epochs=6), resume=True,
+        spot_discs(16), work, load_profile("tiny-latent", image_size=32, ae_epochs=12, unet_epochs=6), resume=True,
         progress=False)
     assert again["steps"] == summary["steps"] and again["resumed"]
     assert (work / "model.pt").stat().st_mtime_ns == before
@@ -89,7 +89,7 @@ def test_checkpoint_with_one_global_scale_still_loads(trained, tmp_path) -> None
 def test_resume_with_other_config_is_refused(trained) -> None:
     work, _ = trained
     with pytest.raises(CheckpointError, match="different config"):
-        train_ldm(spot_discs(16), work, load_profile("tiny", image_size=32, ae_epochs=12, unet_epochs=7),
+        train_ldm(spot_discs(16), work, load_profile("tiny-latent", image_size=32, ae_epochs=12, unet_epochs=7),
                   resume=True, progress=False)
 
 
@@ -130,11 +130,12 @@ def test_fine_texture_sees_smoothing_and_noise() -> None:
         ({"no_such_knob": 1}, "no_such_knob"),
         ({"sampler": "euler"}, "sampler"),
         ({"ae_full_fraction": 1.5}, "ae_full_fraction"),
+        ({"augment_p": 0.5}, "augment_p needs kind"),
     ],
 )
 def test_bad_config_values_are_one_line_config_errors(overrides, match) -> None:
     with pytest.raises(ConfigError, match=match) as info:
-        load_profile("tiny", **overrides)
+        load_profile("tiny-latent", **overrides)
     assert "\n" not in str(info.value)
 
 
@@ -188,13 +189,14 @@ def test_gpu_paths_fall_back_to_the_plain_cpu_path(tmp_path) -> None:
     generator trains and samples exactly as with both off."""
     from fixtures.generative import train_tiny
 
-    on = train_tiny(tmp_path / "on", n=8, ae_epochs=2, unet_epochs=1, amp=True, compile=True)
-    off = train_tiny(tmp_path / "off", n=8, ae_epochs=2, unet_epochs=1, amp=False, compile=False)
+    on = train_tiny(tmp_path / "on", n=8, profile="tiny", unet_epochs=2, amp=True, compile=True)
+    off = train_tiny(tmp_path / "off", n=8, profile="tiny", unet_epochs=2, amp=False, compile=False)
     def losses(summary: dict) -> dict:
         return {k: [{m: v for m, v in h.items() if m != "seconds"} for h in hist]
                 for k, hist in summary["history"].items()}
 
     assert losses(on) == losses(off)
+    assert on["kind"] == "pixel"  # the default generator; the latent one shares the switches
     a = load_generator(tmp_path / "on").sample(3, steps=4, seed=1)
     b = load_generator(tmp_path / "off").sample(3, steps=4, seed=1)
     np.testing.assert_array_equal(a, b)

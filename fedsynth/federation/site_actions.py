@@ -67,7 +67,7 @@ def site_info(s: SiteSession) -> P.SiteInfo:
 
 
 def train_generator(s: SiteSession, req: P.GeneratorRequest) -> P.GeneratorReply:
-    """Train (or resume, or skip when finished) the site's latent diffusion model."""
+    """Train (or resume, or skip when finished) the site's generator, stopped on its validation patients."""
     from fedsynth.generative import load_generator, load_profile, train_ldm
 
     s.use_threads()
@@ -80,7 +80,8 @@ def train_generator(s: SiteSession, req: P.GeneratorRequest) -> P.GeneratorReply
         cfg = load_profile(req.profile, **{"image_size": int(store.images.shape[-1]), **req.overrides})
         log.info("site %s: training generator (%s) on %d slices", s.site_id, req.profile,
                  len(store.train_images()))
-        train_ldm(store.train_images(), workdir, cfg, resume=True)
+        # the validation patients set how long the diffusion model trains (never the test patients)
+        train_ldm(store.train_images(), workdir, cfg, resume=True, validation=store.val_images())
     gen = load_generator(workdir)
     return P.GeneratorReply(site_id=s.site_id, checkpoint_hash=str(gen.checkpoint_hash), skipped=bool(skipped),
                             seconds=time.time() - t0)

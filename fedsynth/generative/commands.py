@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STORE_POINTER", "parse_overrides", "register"]
+__all__ = ["STORE_POINTER", "open_workdir_store", "parse_overrides", "register"]
 
 #: File in the work directory naming the slice store the generator was trained on.
 STORE_POINTER = "store.json"
@@ -20,22 +20,29 @@ STORE_POINTER = "store.json"
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``site`` command group."""
-    site = sub.add_parser("site", help="train, sample and evaluate a site's latent diffusion generator",
-                          description="One site's generator: a latent diffusion model trained on its own scans.")
+    site = sub.add_parser("site", help="train, sample and evaluate a site's diffusion generator",
+                          description="One site's generator: a diffusion model trained on its own scans.")
     ssub = site.add_subparsers(dest="site_command", metavar="SUBCOMMAND", required=True)
 
     tr = ssub.add_parser(
         "train", help="ingest a NIfTI directory and train (or resume) the generator",
-        description="Ingest SITE_DIR into WORKDIR/cache, then train the autoencoder and the latent diffusion "
-        "UNet on the training slices, checkpointing after every epoch. --resume continues an interrupted "
-        "run exactly; a finished run resumed does nothing.",
+        description="Ingest SITE_DIR into WORKDIR/cache (patients split into train / validation / test), then "
+        "train the generator on the training slices — pixel-space diffusion (profiles tiny, small) or an "
+        "autoencoder and latent diffusion (small-latent, paper) — until its diffusion loss on the validation "
+        "patients stops improving, checkpointing after every epoch. --resume continues an interrupted run "
+        "exactly; a finished run resumed does nothing.",
     )
     tr.add_argument("--site-dir", type=Path, required=True, help="directory of NIfTI volumes, one per patient")
     tr.add_argument("--modality", choices=["ct", "mri", "pet"], required=True)
-    tr.add_argument("--profile", default="small", help="tiny | small | paper (default small)")
+    tr.add_argument("--profile", default="small",
+                    help="tiny | small | small-latent | tiny-latent | paper (default small)")
     tr.add_argument("--workdir", type=Path, required=True, metavar="W")
     tr.add_argument("--size", type=int, help="slice edge length in pixels (default: the profile's image_size)")
     tr.add_argument("--seed", type=int, default=0, help="training and split seed (default 0)")
+    tr.add_argument("--train-fraction", type=float, default=0.6, help="share of patients for training (default 0.6)")
+    tr.add_argument("--val-fraction", type=float, default=0.2,
+                    help="share of patients for validation: their slices decide how long the generator trains "
+                    "(default 0.2; 0 trains for the profile's maximum)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a profile field, e.g. --set unet_epochs=50 (repeatable; JSON values)")
     tr.add_argument("--resume", action="store_true", help="continue from WORKDIR/train_state.pt")
@@ -51,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sa.add_argument("--n", type=int, default=16, help="number of images (default 16)")
     sa.add_argument("--out", type=Path, required=True, metavar="FILE.npy")
     sa.add_argument("--steps", type=int, help="sampling steps (default: the profile's sample_steps, <= 50)")
-    sa.add_argument("--sampler", choices=["ddim", "dpm", "ddpm"], default="ddim")
+    sa.add_argument("--sampler", choices=["ddim", "dpm", "ddpm"],
+                    help="default: the generator's (dpm for pixel generators, ddim for latent ones)")
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--batch-size", type=int, default=64)
     sa.add_argument("--max-attempts", type=int, help="gate: most candidates to draw (default 10 x N)")
@@ -73,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--workdir", type=Path, required=True, metavar="W")
     ev.add_argument("--n", type=int, default=64, help="synthetic images to draw (default 64)")
     ev.add_argument("--steps", type=int)
-    ev.add_argument("--sampler", choices=["ddim", "dpm", "ddpm"], default="ddim")
+    ev.add_argument("--sampler", choices=["ddim", "dpm", "ddpm"], help="default: the generator's")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", type=Path, help="output directory (default WORKDIR/quality)")
     ev.add_argument("--no-two-sample", action="store_true",
@@ -97,7 +105,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, object]:
     return out
 
 
-def _open_cache(workdir: Path):
+def open_workdir_store(workdir: Path) -> Any:
+    """The slice store a generator work directory was trained on (named by ``W/store.json``)."""
     from fedsynth.data import open_store
     from fedsynth.errors import DataError
 
@@ -116,13 +125,17 @@ def _train(args: argparse.Namespace) -> int:
         overrides["image_size"] = args.size
     cfg = load_profile(args.profile, **overrides)  # validate before the (slow) ingestion
     store = ingest_site(args.site_dir, modality=args.modality, out=args.workdir / "cache",
-                        size=cfg.image_size, seed=args.seed)
+                        size=cfg.image_size, seed=args.seed, train_fraction=args.train_fraction,
+                        val_fraction=args.val_fraction)
     from fedsynth.io_utils import write_json_atomic
 
     write_json_atomic(args.workdir / STORE_POINTER, {"store": str(Path(store.path).resolve())})
-    summary = train_ldm(store.train_images(), args.workdir, cfg, resume=args.resume)
-    print(f"trained {cfg.profile} generator: {summary['steps']} steps, AE L1 {summary['final_ae_l1']:.4f}, "
-          f"diffusion MSE {summary['final_unet_mse']:.4f} -> {args.workdir / 'model.pt'}")
+    summary = train_ldm(store.train_images(), args.workdir, cfg, resume=args.resume, validation=store.val_images())
+    ae = f", AE L1 {summary['final_ae_l1']:.4f}" if summary["final_ae_l1"] is not None else ""
+    best = (f", best held-out loss {summary['best_val_loss']:.4f} at UNet epoch {summary['best_epoch']} "
+            f"(stopped by {summary['stopped']})" if summary.get("best_val_loss") is not None else "")
+    print(f"trained {cfg.profile} generator ({cfg.kind}): {summary['steps']} steps{ae}, diffusion loss "
+          f"{summary['final_unet_mse']:.4f}{best} -> {args.workdir / 'model.pt'}")
     return 0
 
 
@@ -147,7 +160,7 @@ def _sample(args: argparse.Namespace) -> int:
         except ImportError:
             raise GateError("the privacy gate (fedsynth.privacy) is not available; refusing to write ungated "
                             "images (use --no-gate for local inspection only)") from None
-        store = _open_cache(args.workdir)
+        store = open_workdir_store(args.workdir)
         gate = PrivacyGate(store.train_images(), GateConfig(require_companions=args.gate_untextured),
                            reference_groups=store.train_patient_ids(),
                            cache_dir=args.workdir / "gate")
@@ -180,17 +193,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     from fedsynth.generative import evaluate_quality, load_generator
 
     gen = load_generator(args.workdir)
-    store = _open_cache(args.workdir)
+    store = open_workdir_store(args.workdir)
     out = args.out or args.workdir / "quality"
     # the site's training and validation patients; the test patients stay untouched
     two_sample = None if args.no_two_sample else store.parts("train", "val")
     rep = evaluate_quality(gen, store.test_images(), out, n=args.n, seed=args.seed, steps=args.steps,
                            sampler=args.sampler, real_reference=store.train_images(), two_sample_real=two_sample)
     s, b = rep["synthetic"], rep["baselines"]
-    print(f"frechet_ae {s['frechet_ae']:.4g} (noise {b['noise']['frechet_ae']:.4g}, blurred mean "
-          f"{b['blurred_mean']['frechet_ae']:.4g}); histogram_w1 {s['histogram_w1']:.4g}; "
+    frechet = (f"frechet_ae {s['frechet_ae']:.4g} (noise {b['noise']['frechet_ae']:.4g}, blurred mean "
+               f"{b['blurred_mean']['frechet_ae']:.4g}); " if "frechet_ae" in s else "")
+    print(f"{frechet}histogram_w1 {s['histogram_w1']:.4g}; "
           f"ms-ssim diversity {s['ms_ssim_diversity']:.3f} (real {rep['real_test_diversity']:.3f}) -> "
           f"{rep['files']['json']}")
+    if "ratio" in rep.get("noise_spectrum", {}):
+        ns = rep["noise_spectrum"]
+        print("noise power spectrum, samples / real training slices per band: "
+              + ", ".join(f"{v:.2f}" for v in ns["ratio"]) + (" (within" if ns["within"] else " (outside")
+              + f" +-{ns['tolerance']:.0%})")
+    t = gen.training
+    if t.get("optimizer_steps"):
+        print(f"training: {t['optimizer_steps']} optimiser steps, {t['samples_seen']} images seen, "
+              f"{t['train_seconds']} s, stopped by {t['stopped']}")
     if "skipped" in rep.get("two_sample", {}):
         print(f"two-sample test skipped: {rep['two_sample']['skipped']}")
     elif "two_sample" in rep:
@@ -198,4 +221,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"two-sample AUC synthetic vs real {sv['auc']:.3f} [{sv['ci95'][0]:.2f}, {sv['ci95'][1]:.2f}]; "
               f"real-vs-real floor {rr['auc']:.3f} [{rr['ci95'][0]:.2f}, {rr['ci95'][1]:.2f}] "
               f"({rep['two_sample']['real_patients']} patients)")
+    print("the task's view (representation ceiling, samples' value on validation patients): "
+          f"fedsynth site-fidelity --workdir {args.workdir} --task ...")
     return 0

@@ -47,17 +47,25 @@ def build_autoencoder(cfg: LDMConfig) -> AutoencoderKL:
 
 
 def build_unet(cfg: LDMConfig) -> DiffusionModelUNet:
-    """Noise (or v) predictor on latents: (B, C, s, s), timesteps (B,) -> (B, C, s, s)."""
+    """The diffusion network: (B, C, s, s), timesteps (B,) [, class labels (B,)] -> (B, C, s, s).
+
+    Latent: C = latent channels, predicts noise or v. Pixel: C = pixel_unshuffle**2
+    (each channel one pixel of an f x f block), EDM's preconditioned output; with
+    augmentation the class labels say which flip/transpose the input had.
+    """
+    from fedsynth.generative.edm import AUGMENTATIONS
+
     heads = [cfg.unet_head_channels if a else 0 for a in cfg.unet_attention]
     return DiffusionModelUNet(
         spatial_dims=2,
-        in_channels=cfg.latent_channels,
-        out_channels=cfg.latent_channels,
+        in_channels=cfg.diffusion_channels,
+        out_channels=cfg.diffusion_channels,
         channels=cfg.unet_channels,
         attention_levels=cfg.unet_attention,
         num_res_blocks=cfg.unet_num_res_blocks,
         norm_num_groups=cfg.unet_norm_groups,
         num_head_channels=heads,
+        num_class_embeds=AUGMENTATIONS if cfg.kind == "pixel" and cfg.augment_p > 0 else None,
     )
 
 

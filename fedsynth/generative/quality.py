@@ -214,7 +214,7 @@ def _metrics(x: np.ndarray, real: np.ndarray, real_feats: np.ndarray | None, gen
     out: dict[str, Any] = {"n": len(x), "histogram_w1": histogram_distance(x, real, seed=seed),
                            "fine_texture": fine_texture(x)}
     out["ms_ssim_diversity"] = ms_ssim_diversity(x, seed=seed)["mean"] if len(x) > 1 else None
-    if gen is not None and real_feats is not None:
+    if real_feats is not None:
         out["frechet_ae"] = frechet_distance(gen.features(x), real_feats)
     return out
 
@@ -228,7 +228,7 @@ def evaluate_quality(
     n: int = 64,
     seed: int = 0,
     steps: int | None = None,
-    sampler: str = "ddim",
+    sampler: str | None = None,
     real_reference: np.ndarray | None = None,
     two_sample_real: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
@@ -258,7 +258,8 @@ def evaluate_quality(
         from fedsynth.generative.train import prepare_images
 
         real = prepare_images(real, synth.shape[-1])[:, 0].numpy()
-    real_feats = generator.features(real) if generator is not None else None
+    # the Fréchet distance lives in a latent generator's encoder space; a pixel generator has no encoder
+    real_feats = generator.features(real) if hasattr(generator, "features") else None
     kernel, weights = ms_ssim_settings(int(real.shape[-1]))
     report: dict[str, Any] = {
         "image_size": int(real.shape[-1]),
@@ -283,6 +284,12 @@ def evaluate_quality(
 
             ref = prepare_images(ref, real.shape[-1])[:, 0].numpy()
         report["real_train_vs_test"] = _metrics(ref, real, real_feats, generator, seed)
+        from fedsynth.generative.noise_spectrum import compare_noise_spectra
+
+        try:  # the samples' fine-scale power against the generator's own training slices
+            report["noise_spectrum"] = compare_noise_spectra(synth, ref, seed=seed)
+        except DataError as err:
+            report["noise_spectrum"] = {"skipped": str(err)}
     if two_sample_real is not None:
         from fedsynth.generative.two_sample import two_sample_report
 
@@ -296,7 +303,8 @@ def evaluate_quality(
                                          "(0.5: it cannot); real_vs_real is the floor from two halves of the "
                                          "site's own patients")
     if generator is not None:
-        report["generator"] = {"checkpoint_hash": generator.checkpoint_hash, "sampler": sampler,
+        report["generator"] = {"checkpoint_hash": generator.checkpoint_hash,
+                               "sampler": sampler or generator.config.sampler,
                                "steps": steps or generator.config.sample_steps, "seed": seed}
     out.mkdir(parents=True, exist_ok=True)
     save_grid(synth, real, out / GRID_FILE)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedsynth.stopping import EarlyStopping
 from fedsynth.tasks.config import Budget, TaskConfig
 from fedsynth.tasks.training import fit_epochs, make_optimizer, optimizer_step_count
 
@@ -33,36 +34,6 @@ __all__ = ["Budget", "EarlyStopping", "train_until_converged", "val_psnr"]
 def val_psnr(mse: float) -> float:
     """PSNR (data range 1) of a mean squared error."""
     return float(10.0 * np.log10(1.0 / max(mse, 1e-12)))
-
-
-class EarlyStopping:
-    """Best-so-far by validation MSE; ``update`` says when ``patience`` checks brought nothing lower."""
-
-    def __init__(self, patience: int) -> None:
-        self.patience = patience
-        self.best = float("inf")
-        self.best_check = 0
-        self.checks = 0
-        self.bad = 0
-
-    def update(self, val_mse: float) -> bool:
-        """Record one validation; True if it is the best so far."""
-        self.checks += 1
-        if val_mse < self.best:
-            self.best, self.best_check, self.bad = float(val_mse), self.checks, 0
-            return True
-        self.bad += 1
-        return False
-
-    @property
-    def stop(self) -> bool:
-        return self.bad >= self.patience
-
-    def mark_best(self, curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Flag ``best`` on the curve entry of the best validation (one entry per :meth:`update`, in order)."""
-        for i, point in enumerate(curve, start=1):
-            point["best"] = i == self.best_check
-        return curve
 
 
 def train_until_converged(
