@@ -32,7 +32,7 @@ import numpy as np
 from fedsynth.config import load_toml
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_VARIANTS = ["default", "restore_texture=false", "prediction_type=epsilon", "adv_weight=0.1,adv_start_epoch=32"]
+DEFAULT_VARIANTS = ["default", "augment_p=0.0", "unet_lr=0.0003"]
 
 
 def main() -> None:
@@ -69,7 +69,8 @@ def main() -> None:
         key = ",".join(f"{k}={v}" for k, v in sorted(shared.items()) if sc.generator.overrides.get(k) != v)
         work = args.out / ("gen-" + (key.replace("=", "-").replace(",", "_") or "default"))
         t0 = time.perf_counter()
-        train_ldm(train, work, load_profile(sc.generator.profile, **shared), resume=True, progress=True)
+        train_ldm(train, work, load_profile(sc.generator.profile, **shared), resume=True, progress=True,
+                  validation=store.val_images())
         train_s = time.perf_counter() - t0
         gen = load_generator(work)
         samples = gen.sample(n, steps=sc.generator.sample_steps, seed=sc.seed, texture=cfg.restore_texture)

@@ -1,6 +1,8 @@
-"""Site generator (LDM) cost on this machine: training and sampling throughput, peak memory, sampler quality.
+"""Latent site generator (LDM) cost on this machine: training and sampling throughput, peak memory, sampler quality.
 
-For each profile (``tiny`` at 32x32, ``small`` at 64x64) a fresh process trains
+The latent generator's benchmark (its autoencoder and samplers); the pixel
+generator's training throughput is ``benchmarks/generator_speed.py``.
+For each profile (``tiny-latent`` at 32x32, ``small-latent`` at 64x64) a fresh process trains
 the profile on synthetic CT-like slices (smooth discs with structure) and
 reports autoencoder and diffusion training throughput (images/s, from the last
 epoch; the first includes warm-up), then samples with 1000-step DDPM, 50-step
@@ -13,8 +15,8 @@ By default the training epochs are cut (``--epochs-scale``) so the whole script
 takes a few minutes on 2 cores; quality numbers are then for an
 under-trained model and only comparable within a row.
 
-    python benchmarks/ldm.py                       # tiny + small
-    python benchmarks/ldm.py --profiles tiny --epochs-scale 1
+    python benchmarks/ldm.py                       # tiny-latent + small-latent
+    python benchmarks/ldm.py --profiles tiny-latent --epochs-scale 1
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def _run(profile: str, n_train: int, epochs_scale: float, n_fast: int, n_ddpm: i
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profiles", nargs="+", default=["tiny", "small"])
+    ap.add_argument("--profiles", nargs="+", default=["tiny-latent", "small-latent"])
     ap.add_argument("--n-train", type=int, default=64, help="training slices (a bundled-cohort site has ~64)")
     ap.add_argument("--epochs-scale", type=float, default=0.1, help="fraction of the profile's epochs to run")
     ap.add_argument("--n-fast", type=int, default=64, help="images for DDIM / DPM-Solver")

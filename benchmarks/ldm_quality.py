@@ -83,7 +83,8 @@ def main() -> None:
                 ("real train vs test", rep["real_train_vs_test"])]
         for name, m in sets:
             div = "—" if m["ms_ssim_diversity"] is None else f"{1 - m['ms_ssim_diversity']:.2f}"
-            print(f"| {text} | {name} | {m['histogram_w1']:.3f} | {div} | {m['frechet_ae']:.3f} | "
+            fd = f"{m['frechet_ae']:.3f}" if "frechet_ae" in m else "– (no encoder)"
+            print(f"| {text} | {name} | {m['histogram_w1']:.3f} | {div} | {fd} | "
                   f"{m['fine_texture']:.4f} |")
     print()
     for text, train_s, eval_s, rep in rows:

@@ -138,7 +138,8 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=6)
     ap.add_argument("--slices", type=int, default=16)
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--profile", default="small")
+    ap.add_argument("--profile", default="small-latent",
+                    help="generator profile (default small-latent, the paper's latent model; small is pixel-space)")
     ap.add_argument("--ae-epochs", type=int, help="override the profile's autoencoder epochs")
     ap.add_argument("--unet-epochs", type=int, help="override the profile's diffusion epochs")
     ap.add_argument("--ldm-checkpoint-every", type=int, default=1,

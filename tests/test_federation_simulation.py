@@ -78,6 +78,15 @@ def test_report_has_the_design_keys(study):
         assert c["p_ttest_holm"] >= c["p_ttest"]
     psnr = rep["methods"]["fedavg"]["pooled"]["psnr"]
     assert psnr["ci_low"] <= psnr["mean"] <= psnr["ci_high"]
+    published = {site: row for site, row in rep["privacy"].items() if row.get("n_published")}
+    assert published
+    for site, row in published.items():  # each publishing site's signed measurements of its generator
+        g = row["generator"]
+        assert g["kind"] == "pixel" and g["optimizer_steps"] > 0 and g["images_seen"] > 0, site
+        assert g["stopped"] in ("validation", "max_epochs")
+        # a tiny generator's samples may hold no flat body region: then the reason, not a number
+        assert g.get("noise_skipped") or len(g["noise_power_ratio"]) == len(g["noise_power_ci95"]) == 4
+    assert "Site generators" in (study["out"] / "report.html").read_text()
     validate_report(rep)
     assert rep["communication_bytes"]["synthetic-pool"]["received"] > 0
     assert rep["communication_bytes"]["fedavg"]["sent"] > 0
@@ -163,6 +172,9 @@ def test_every_method_stops_on_validation_patients_and_states_its_effort(study):
     assert rep["methods"]["degraded-input"]["pooled"]["n"] == rep["methods"]["fedavg"]["pooled"]["n"]
     assert rep["repeats"] == 1
     assert rep["machine"]["conv_gflops"] > 0  # the wall times come with the machine's measured speed
+    # ... measured by `fedsynth simulate` before the simulated sites started, not while they boot
+    probe = json.loads((study["out"] / "coordinator" / "machine.json").read_text())
+    assert rep["machine"]["conv_gflops"] == probe["conv_gflops"]
     assert rep["per_patient"]["synthetic-pool"]["patients"] == ["site-1#0", "site-2#0", "site-3#0"]
 
 

@@ -200,7 +200,8 @@ def _gate_bundle(s: SiteSession, req: P.PublishRequest, cfg: Any, gen: Any, step
     # the audit's held-out side: validation patients (test patients are only for the final evaluation)
     held = "val" if len(store.val_images()) else "test"
     audit = memorisation(gate, accepted, store.images_of(held), store.patient_ids_of(held), seed=req.seed)
-    update: dict[str, Any] = {"memorisation": audit, "pixel_mm": store.typical_pixel_mm()}
+    update: dict[str, Any] = {"memorisation": audit, "pixel_mm": store.typical_pixel_mm(),
+                              "generator": _generator_diagnostics(store, accepted, gen, req.seed)}
     if req.two_sample:
         update["quality"] = _two_sample(store, accepted, req.seed)
     cert = res.certificate.model_copy(update=update)
@@ -270,6 +271,33 @@ def _copy_detector(s: SiteSession, store: Any, train: np.ndarray) -> Any:
     path.parent.mkdir(parents=True, exist_ok=True)
     det.save(path)
     return det
+
+
+def _generator_diagnostics(store: Any, published: np.ndarray, gen: Any, seed: int) -> Any:
+    """The published images' noise power spectrum against the site's real slices, and the generator's effort.
+
+    Against the training and validation patients (never test). Numbers only:
+    per-band power ratios and CIs, step and image counts. None when the
+    images have no flat region to measure (the spectrum is then absent, and the reason given).
+    """
+    from fedsynth.errors import DataError
+    from fedsynth.generative.noise_spectrum import compare_noise_spectra
+    from fedsynth.privacy.certificate import GeneratorDiagnostics
+
+    t = gen.training
+    try:
+        ns = compare_noise_spectra(published, store.parts("train", "val")[0], seed=seed)
+        noise: dict[str, Any] = dict(
+            noise_bands=[tuple(b) for b in ns["bands"]], noise_power_ratio=ns["ratio"],
+            noise_power_ci95=[tuple(c) for c in ns["ci95"]], noise_tolerance=ns["tolerance"],
+            noise_within=ns["within"])
+    except DataError as err:
+        noise = {"noise_skipped": str(err)}
+    steps = t.get("optimizer_steps") or {}
+    return GeneratorDiagnostics(
+        kind=gen.config.kind, optimizer_steps=int(sum(steps.values())),
+        images_seen=int(sum((t.get("samples_seen") or {}).values())), train_seconds=float(t.get("train_seconds", 0.0)),
+        stopped=t.get("stopped", "max_epochs"), best_epoch=int(t.get("best_epoch") or 0), **noise)
 
 
 def _two_sample(store: Any, published: np.ndarray, seed: int) -> dict[str, Any]:

@@ -25,6 +25,7 @@ in the report; the study stops only when fewer than ``min_sites`` remain.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -162,6 +163,17 @@ class Study:
         return build_report(self.spec, self.state, self.roster.alive_ids(), self.roster.missing,
                             self.ctx.pool.quarantined())
 
+    def _fresh_machine_probe(self) -> dict[str, Any] | None:
+        """The probe ``fedsynth simulate`` wrote for this run (at most an hour old), else None."""
+        path = self.layout.machine
+        try:
+            probe = json.loads(path.read_text(encoding="utf-8"))
+            if time.time() - float(probe.pop("measured_at")) < 3600 and float(probe["conv_gflops"]) > 0:
+                return probe
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
     # -------------------------------------------------------------------- run
     def run(self) -> Any:
         """Run (or resume) every phase; returns the report."""
@@ -172,8 +184,9 @@ class Study:
         self.state.planned = [Phase.SETUP.value, *(name.value for name, _ in steps), Phase.REPORT.value]
         self.state.started[Phase.SETUP.value] = time.time()
         self._save()
-        # measured while the sites are idle, so the report's wall times can be read against this machine
-        self.state.machine = machine_speed(seconds=1.0)
+        # the report's wall times are read against this machine's conv speed: taken from `fedsynth simulate`,
+        # which measures it before the simulated sites start; measured here while the sites are idle otherwise
+        self.state.machine = self._fresh_machine_probe() or machine_speed(seconds=1.0)
         log.info("machine: %.1f GFLOP/s on the conv probe (%s, %s cores, %d threads)",
                  self.state.machine["conv_gflops"], self.state.machine["cpu"], self.state.machine["cores"],
                  self.state.machine["threads"])

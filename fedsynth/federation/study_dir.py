@@ -117,6 +117,11 @@ class StudyLayout:
         return self.out / "coordinator" / "error.txt"
 
     @property
+    def machine(self) -> Path:
+        """The conv probe measured by ``fedsynth simulate`` before the simulated sites start (read by the study)."""
+        return self.out / "coordinator" / "machine.json"
+
+    @property
     def progress(self) -> Path:
         """The request the coordinator is waiting on, site by site (rewritten as it changes)."""
         return self.out / "coordinator" / "progress.json"

@@ -209,6 +209,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         unet_channels=(32, 64, 64, 64), unet_attention=(False, False, False, True), unet_norm_groups=16,
         unet_head_channels=32, unet_epochs=1500, unet_batch_size=16, unet_lr=1e-3, ema_decay=0.999,
         warmup_steps=200, lr_min_ratio=1.0, augment_p=0.6, val_every=25, val_patience=4, sample_steps=25,
+        checkpoint_every=5,  # ~36 MB of state every 5 epochs (40 steps at 120 slices), not every 2 s
     ),
     "small-latent": _LATENT_SMALL,
     "paper": dict(

@@ -33,6 +33,7 @@ __all__ = [
     "CandidateRecord",
     "Certificate",
     "Companions",
+    "GeneratorDiagnostics",
     "MetricThreshold",
     "ReferenceSet",
     "ReleaseReview",
@@ -147,6 +148,31 @@ class Summary(_Part):
     min_nearest_published: dict[str, float | None]
 
 
+class GeneratorDiagnostics(_Part):
+    """What the site measured of the generator behind the bundle: numbers only, no image leaves with them.
+
+    ``noise_power_ratio``: per radial band, the published images' flat-region
+    noise power over the site's real training and validation slices'
+    (``fedsynth.generative.noise_spectrum``), with 95 % bootstrap CIs;
+    ``noise_within``: every band within 1 +- ``noise_tolerance``; all None,
+    with ``noise_skipped`` saying why, when the images have no flat in-body
+    region to measure. The training effort comes from the generator's own summary.
+    """
+
+    kind: Literal["pixel", "latent"]
+    optimizer_steps: int = Field(..., ge=0, description="autoencoder + diffusion optimiser steps")
+    images_seen: int = Field(..., ge=0, description="training images (or crops) through both networks")
+    train_seconds: float = Field(..., ge=0.0)
+    stopped: Literal["validation", "max_epochs"]
+    best_epoch: int = Field(..., ge=0, description="UNet epoch of the weights that sample")
+    noise_bands: list[tuple[float, float]] | None = None
+    noise_power_ratio: list[float] | None = None
+    noise_power_ci95: list[tuple[float, float]] | None = None
+    noise_tolerance: float | None = Field(None, gt=0.0)
+    noise_within: bool | None = None
+    noise_skipped: str | None = Field(None, description="why the spectrum could not be measured (no flat region)")
+
+
 class Certificate(_Part):
     """The body a site signs: what was checked, against what, with which thresholds, and the outcome."""
 
@@ -166,6 +192,7 @@ class Certificate(_Part):
     binding: Binding | None = None  # absent from stand-alone `fedsynth gate` certificates
     memorisation: dict[str, Any] | None = None  # the site's audit of what it publishes (privacy.audit.memorisation)
     quality: dict[str, Any] | None = None  # the site's two-sample test of what it publishes (generative.two_sample)
+    generator: GeneratorDiagnostics | None = None  # the site's measurements of the generator behind the bundle
     # pixel edge (mm) the published images stand for: the median of the generator's training slices
     pixel_mm: float | None = Field(None, gt=0.0)
     review: ReleaseReview | None = None  # the site's release review, when its policy requires one

@@ -174,7 +174,9 @@ def site_fidelity(
     out["task_value"] = value
     real_side, groups = store.parts("train", "val")
     out["noise_spectrum"] = {"samples": compare_noise_spectra(samples, real_side, seed=seed),
-                             "companions": compare_noise_spectra(companions, real_side, seed=seed)}
+                             "companions": compare_noise_spectra(companions, real_side, seed=seed),
+                             # the floor: the validation patients against the training patients, both real
+                             "real_val_vs_train": compare_noise_spectra(val, train, seed=seed)}
     if two_sample:
         from fedsynth.generative.two_sample import two_sample_report
 

@@ -254,6 +254,7 @@ def privacy_row(run: StudyRun, site_id: str, rejected: dict[str, str]) -> dict[s
         "memorisation": cert.memorisation,
         "candidates_flagged": _candidates_flagged(cert),
         "two_sample": cert.quality,
+        "generator": None if cert.generator is None else cert.generator.model_dump(mode="json"),
         "release_review": None if cert.review is None else {
             "reviewer": cert.review.reviewer, "automatic": cert.review.automatic, "decided": cert.review.decided,
             "withheld": len(cert.review.withheld)},
