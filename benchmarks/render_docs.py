@@ -78,6 +78,13 @@ def render_fidelity(results: Path = RESULTS) -> str:
                   "| --- |"]
         parts += [_row(k, r) for k, r in sorted(rep["sites"].items())]
         parts.append("")
+        grids = [(k, r["grid"]) for k, r in sorted(rep["sites"].items()) if r.get("grid")]
+        if grids:
+            parts += ["Each generator's samples (top) above their nearest real training slice (bottom, exact pixel-RMSE "
+                      "search, the distance under each):", ""]
+            parts += [f"![{k}: samples above their nearest real training slices]"
+                      f"({Path(g).relative_to('docs').as_posix()})" for k, g in grids]
+            parts.append("")
     return "\n".join(parts)
 
 

@@ -142,3 +142,23 @@ def test_corrupt_checkpoints_are_one_line_errors(killed_and_resumed, tmp_path, c
     assert rc == 2 and err.count("\n") == 0 and "train_state.pt" in err, err
     with pytest.raises(CheckpointError, match="no trained generator"):
         load_generator(tmp_path)
+
+
+def test_site_fidelity_cli_reports_the_task_view_on_validation_patients(killed_and_resumed, tmp_path, capsys) -> None:
+    """`fedsynth site-fidelity`: real vs samples vs companions on the validation patient, the input floor, the
+    exact representation said, the noise spectrum and the effort, in one JSON."""
+    _, _, work = killed_and_resumed
+    out = tmp_path / "fid"
+    assert main(["site-fidelity", "--workdir", str(work), "--task", "ldct", "--n", "8", "--max-epochs", "2",
+                 "--check-every", "1", "--patience", "1", "--no-two-sample", "--out", str(out)]) == 0
+    res = json.loads((out / "fidelity.json").read_text())
+    value = res["task_value"]
+    assert set(value["sets"]) == {"real", "samples", "companions"} and value["n_val_patients"] == 1
+    assert value["gaps"]["representation"] == {"psnr": 0.0, "ssim": 0.0, "exact": True}
+    assert np.isfinite(value["input"]["psnr"]) and value["sets"]["samples"]["n_train"] == 8
+    assert res["training"]["optimizer_steps"]["diffusion"] > 0 and "validation" in res["training"]
+    assert "real_val_vs_train" in res["noise_spectrum"] and "two_sample" not in res
+    printed = capsys.readouterr().out
+    assert "trained on real" in printed and "representation: exact" in printed
+    assert main(["site-fidelity", "--workdir", str(work)]) == 2  # no task: a one-line error
+    assert "--task is required" in capsys.readouterr().err

@@ -130,8 +130,11 @@ def _site_fidelity(args: argparse.Namespace) -> int:
         r = res["reconstruction"]
         print(f"  representation of the validation slices: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}")
     ns = res["noise_spectrum"]["samples"]
-    print("  noise power spectrum, samples / real per band: " + ", ".join(f"{v:.2f}" for v in ns["ratio"])
-          + (" (within" if ns["within"] else " (outside") + f" +-{ns['tolerance']:.0%})")
+    if "ratio" in ns:
+        print("  noise power spectrum, samples / real per band: " + ", ".join(f"{v:.2f}" for v in ns["ratio"])
+              + (" (within" if ns["within"] else " (outside") + f" +-{ns['tolerance']:.0%})")
+    else:
+        print(f"  noise power spectrum: not measured ({ns['skipped']})")
     if "two_sample" in res and "skipped" not in res["two_sample"]:
         sv, rr = res["two_sample"]["synthetic_vs_real"], res["two_sample"]["real_vs_real"]
         print(f"  two-sample AUC {sv['auc']:.3f} [{sv['ci95'][0]:.2f}, {sv['ci95'][1]:.2f}], real-vs-real floor "
